@@ -1,0 +1,52 @@
+"""The `fastcifar` command: a click group whose commands live one per module here.
+
+Commands stay thin (parse, build a frozen config, call a library function). A UserError
+from anywhere below becomes one line on stderr and exit status 2; other exceptions are
+bugs and keep their traceback.
+"""
+import sys
+
+import click
+
+from fastcifar.errors import UserError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fastcifar")
+def main():
+    """fastcifar: CIFAR-10/100 training where the data path is never the bottleneck.
+
+    \b
+    fastcifar prepare --dataset cifar10
+    fastcifar train --model resnet20 --epochs 30
+    fastcifar bench --quick
+    """
+
+
+def _register():
+    from fastcifar.cli.prepare import prepare
+
+    main.add_command(prepare)
+    for module, name in (("models", "models"), ("train", "train"), ("bench", "bench")):
+        try:
+            command = getattr(__import__(f"fastcifar.cli.{module}", fromlist=[name]), name)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"fastcifar.cli.{module}":
+                raise
+            continue
+        main.add_command(command)
+
+
+_register()

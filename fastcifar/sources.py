@@ -1,0 +1,256 @@
+"""Reading the official CIFAR archives: python pickles or binary records, packed or extracted.
+
+Everything here is defensive: a pickle may only build the few types CIFAR uses, tar
+members that would escape their folder are refused, and sizes and label ranges are
+checked, so a bad source becomes one clear UserError instead of a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from fastcifar.datasets import DATASETS, IMAGE_BYTES, ArchiveSpec, DatasetSpec
+from fastcifar.errors import UserError
+
+
+@dataclass
+class SourceData:
+    """What a source holds, already decoded: uint8 NHWC images and int64 labels per split."""
+
+    images: dict  # split -> np.ndarray uint8 [N,32,32,3]
+    labels: dict  # split -> np.ndarray int64 [N]
+    class_names: list
+    layout: str
+
+
+def md5_of(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- restricted unpickling -------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _allowed_globals() -> dict:
+    """The only callables a CIFAR pickle needs: numpy's array rebuilders and object."""
+    import copyreg
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("copy_reg", "_reconstructor"): copyreg._reconstructor,
+        ("copyreg", "_reconstructor"): copyreg._reconstructor,
+        ("__builtin__", "object"): object,
+        ("builtins", "object"): object,
+    }
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Builds only numpy arrays, dtypes and plain containers; anything else is refused."""
+
+    def find_class(self, module, name):
+        allowed = _allowed_globals()
+        if (module, name) in allowed:
+            return allowed[(module, name)]
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+
+
+def unpickle_restricted(data: bytes, what: str) -> dict:
+    try:
+        obj = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"{what}: not a CIFAR pickle ({exc})") from None
+    except Exception as exc:  # truncated or garbage bytes
+        raise UserError(f"{what}: corrupt or truncated pickle ({type(exc).__name__})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{what}: not a CIFAR batch (expected a dict)")
+    return obj
+
+
+# --- members: from a tar archive or from a folder ----------------------------------------
+
+class _Members:
+    """Read-only access to the member files of one layout folder, packed or extracted."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._tar = None
+        self._index = {}
+
+    @classmethod
+    def open(cls, path: Path) -> "_Members":
+        members = cls(path)
+        if path.is_dir():
+            return members
+        try:
+            members._tar = tarfile.open(path, "r:*")
+            infos = members._tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise UserError(f"{path}: not a readable .tar.gz archive ({exc})") from None
+        for info in infos:
+            _check_member_is_safe(path, info)
+            if info.isfile():
+                members._index[PurePosixPath(info.name).as_posix().lstrip("./")] = info
+        return members
+
+    def names(self) -> set:
+        if self._tar is None:
+            return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()}
+        return set(self._index)
+
+    def read(self, name: str) -> bytes:
+        try:
+            if self._tar is None:
+                return (self.root / name).read_bytes()
+            handle = self._tar.extractfile(self._index[name])
+            return handle.read()
+        except KeyError:
+            raise UserError(f"{self.root}: member {name} is missing") from None
+        except (tarfile.TarError, OSError, EOFError, Exception) as exc:
+            raise UserError(f"{self.root}: cannot read {name}: truncated or corrupt ({exc})") from None
+
+    def close(self):
+        if self._tar is not None:
+            self._tar.close()
+
+
+def _check_member_is_safe(archive: Path, info: tarfile.TarInfo) -> None:
+    name = PurePosixPath(info.name)
+    if name.is_absolute() or ".." in name.parts:
+        raise UserError(f"{archive}: refused: member {info.name!r} would escape the target folder")
+    if info.issym() or info.islnk():
+        target = PurePosixPath(info.linkname)
+        if target.is_absolute() or ".." in target.parts:
+            raise UserError(f"{archive}: refused: link {info.name!r} points outside the archive")
+    if info.isdev():
+        raise UserError(f"{archive}: refused: member {info.name!r} is a device file")
+
+
+# --- locating the layout ----------------------------------------------------------------
+
+def _find_layout(spec: DatasetSpec, names: set, where: Path) -> tuple[ArchiveSpec, str]:
+    """Which layout (python/binary) the member names hold, and the folder prefix."""
+    for archive in (spec.python, spec.binary):
+        wanted = archive.train_files[0]
+        for name in names:
+            path = PurePosixPath(name)
+            if path.name == wanted and (path.parent.name == archive.folder or len(path.parts) == 1):
+                prefix = path.parent.as_posix()
+                return archive, "" if prefix == "." else prefix + "/"
+    for other in DATASETS.values():
+        if other.name == spec.name:
+            continue
+        for archive in (other.python, other.binary):
+            if any(PurePosixPath(n).parent.name == archive.folder for n in names):
+                raise UserError(
+                    f"{where}: this source holds {other.name}, not {spec.name}; "
+                    f"use --dataset {other.name}"
+                )
+    raise UserError(
+        f"{where}: no CIFAR {spec.name} files found (expected {spec.python.folder}/ or "
+        f"{spec.binary.folder}/)"
+    )
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+def _to_nhwc(rows: np.ndarray) -> np.ndarray:
+    # CIFAR rows are 1024 R, 1024 G, 1024 B values of a row-major 32x32 image.
+    return np.ascontiguousarray(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(f"{what}: label outside [0, {num_classes})")
+
+
+def _decode_python_batch(spec: DatasetSpec, data: bytes, what: str):
+    batch = unpickle_restricted(data, what)
+    label_key = b"labels" if spec.num_classes == 10 else b"fine_labels"
+    if b"data" not in batch or label_key not in batch:
+        keys = sorted(k.decode(errors="replace") if isinstance(k, bytes) else str(k) for k in batch)
+        raise UserError(f"{what}: missing data or labels (keys: {', '.join(keys)}); wrong dataset?")
+    rows = np.asarray(batch[b"data"])
+    labels = np.asarray(batch[label_key], dtype=np.int64)
+    if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != IMAGE_BYTES:
+        raise UserError(f"{what}: data is {rows.dtype}{list(rows.shape)}, expected uint8[N, 3072]")
+    if len(labels) != len(rows):
+        raise UserError(f"{what}: {len(rows)} images but {len(labels)} labels")
+    _check_labels(labels, spec.num_classes, what)
+    return _to_nhwc(rows), labels
+
+
+def _decode_binary_batch(spec: DatasetSpec, data: bytes, what: str):
+    label_bytes = 1 if spec.num_classes == 10 else 2  # CIFAR-100: coarse, fine
+    record = label_bytes + IMAGE_BYTES
+    if len(data) == 0 or len(data) % record:
+        raise UserError(
+            f"{what}: {len(data)} bytes is not a whole number of {record}-byte records "
+            "(truncated, or the wrong dataset)"
+        )
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, record)
+    labels = records[:, label_bytes - 1].astype(np.int64)
+    _check_labels(labels, spec.num_classes, what)
+    return _to_nhwc(records[:, label_bytes:]), labels
+
+
+def _decode_class_names(spec: DatasetSpec, archive: ArchiveSpec, data: bytes, what: str) -> list:
+    if archive.layout == "python":
+        meta = unpickle_restricted(data, what)
+        key = b"label_names" if spec.num_classes == 10 else b"fine_label_names"
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(key, [])]
+    else:
+        names = [line.strip() for line in data.decode(errors="replace").splitlines() if line.strip()]
+    if len(names) != spec.num_classes:
+        raise UserError(f"{what}: {len(names)} class names, expected {spec.num_classes}")
+    return names
+
+
+def read_source(spec: DatasetSpec, path: Path, verify_members: bool) -> SourceData:
+    """Decode an archive (.tar.gz) or an extracted folder into arrays, in official order."""
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    members = _Members.open(path)
+    try:
+        archive, prefix = _find_layout(spec, members.names(), path)
+        decode = _decode_python_batch if archive.layout == "python" else _decode_binary_batch
+        images, labels = {}, {}
+        for split, files in (("train", archive.train_files), ("test", archive.test_files)):
+            parts = []
+            for name in files:
+                data = members.read(prefix + name)
+                _verify_member(archive, name, data, verify_members, path)
+                parts.append(decode(spec, data, f"{path}: {name}"))
+            images[split] = np.concatenate([p[0] for p in parts])
+            labels[split] = np.concatenate([p[1] for p in parts])
+        meta = members.read(prefix + archive.meta_file)
+        _verify_member(archive, archive.meta_file, meta, verify_members, path)
+        names = _decode_class_names(spec, archive, meta, f"{path}: {archive.meta_file}")
+    finally:
+        members.close()
+    return SourceData(images=images, labels=labels, class_names=names, layout=archive.layout)
+
+
+def _verify_member(archive: ArchiveSpec, name: str, data: bytes, verify: bool, where: Path):
+    expected = archive.member_md5.get(name)
+    if verify and expected and hashlib.md5(data).hexdigest() != expected:
+        raise UserError(
+            f"{where}: {name} has md5 {hashlib.md5(data).hexdigest()}, not the official "
+            f"{expected}; pass --no-checksum to use it anyway"
+        )

@@ -1,0 +1,123 @@
+"""Prepared shards on disk: where they live, the manifest, and loading them back.
+
+Layout of DIR/<dataset>/ (DIR: --data-dir, else $FASTCIFAR_DATA, else ~/.cache/fastcifar):
+
+    manifest.json              written last; its presence means "prepared"
+    native/{split}_images.npy  uint8 [N,32,32,3] RGB HWC, official order (np.load mmap-able)
+    native/{split}_labels.npy  int64 [N]
+    ffcv/{split}.beton         FFCV fields: image NDArray uint8 (32,32,3), label int
+    dali/{split}.tar           webdataset tar: {i:06d}.rgb (3072 raw HWC bytes),
+                               {i:06d}.cls (int64 little-endian); read by fn.readers.webdataset
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fastcifar.datasets import SPLITS, get_dataset
+from fastcifar.errors import UserError
+
+FORMAT_VERSION = 1
+FORMATS = ("native", "ffcv", "dali")
+MANIFEST = "manifest.json"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("FASTCIFAR_DATA") or Path.home() / ".cache" / "fastcifar")
+
+
+def dataset_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
+    get_dataset(dataset)
+    return Path(data_dir or default_data_dir()).expanduser() / dataset
+
+
+def shard_names(fmt: str, split: str) -> list[str]:
+    """Paths (relative to the dataset folder) of the shards of one format and split."""
+    return {
+        "native": [f"native/{split}_images.npy", f"native/{split}_labels.npy"],
+        "ffcv": [f"ffcv/{split}.beton"],
+        "dali": [f"dali/{split}.tar"],
+    }[fmt]
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_command(dataset: str, data_dir=None, fmt: str = "native") -> str:
+    command = f"fastcifar prepare --dataset {dataset}"
+    if data_dir:
+        command += f" --data-dir {data_dir}"
+    if fmt != "native":
+        command += f" --formats native,{fmt}"
+    return command
+
+
+def read_manifest(dataset: str, data_dir=None) -> dict | None:
+    """The manifest of a prepared dataset, or None when there is no valid one."""
+    path = dataset_dir(dataset, data_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("format_version") != FORMAT_VERSION or manifest.get("dataset") != dataset:
+        return None
+    return manifest
+
+
+def require_manifest(dataset: str, data_dir=None, fmt: str = "native") -> dict:
+    manifest = read_manifest(dataset, data_dir)
+    if manifest is None or fmt not in manifest.get("formats", []):
+        where = dataset_dir(dataset, data_dir)
+        raise UserError(
+            f"{dataset} is not prepared in the {fmt} format at {where}; "
+            f"run: {prepare_command(dataset, data_dir, fmt)}"
+        )
+    return manifest
+
+
+def shard_path(dataset: str, fmt: str, split: str, data_dir=None, verify: bool = True) -> Path:
+    """The (first) shard file of a format and split, checked against the manifest."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    manifest = require_manifest(dataset, data_dir, fmt)
+    root = dataset_dir(dataset, data_dir)
+    names = shard_names(fmt, split)
+    if verify:
+        for name in names:
+            verify_shard(root, name, manifest, dataset, data_dir)
+    return root / names[0]
+
+
+def verify_shard(root: Path, name: str, manifest: dict, dataset: str, data_dir=None) -> None:
+    path = root / name
+    expected = manifest["shards"].get(name)
+    if not path.exists() or expected != sha256_of(path):
+        raise UserError(
+            f"{path} is missing or does not match its checksum in the manifest; "
+            f"re-create it with: {prepare_command(dataset, data_dir)} --force"
+        )
+
+
+def load(dataset: str, split: str, data_dir=None, verify: bool = True, mmap: bool = False):
+    """(images uint8 [N,32,32,3] RGB HWC, labels int64 [N]) in the official order."""
+    images_path = shard_path(dataset, "native", split, data_dir, verify=verify)
+    labels_path = images_path.with_name(f"{split}_labels.npy")
+    images = np.load(images_path, mmap_mode="r" if mmap else None)
+    labels = np.load(labels_path)
+    return images, labels
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Write the manifest atomically: a reader sees the old file or the whole new one."""
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, folder / MANIFEST)

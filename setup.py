@@ -1,0 +1,28 @@
+"""fastcifar: a data-pipeline-first CIFAR-10/100 trainer.
+
+The top-level ``pipelines/`` folder is installed as ``fastcifar.pipelines`` (see
+``package_dir``) so the loaders sit beside the package in the source tree and still
+import as part of it, in normal and editable installs alike.
+"""
+from setuptools import find_packages, setup
+
+CORE = ["torch>=2.4", "torchvision", "numpy", "numba", "click>=8", "tqdm"]
+EXTRAS = {
+    "dali": ["nvidia-dali-cuda130==2.4.0"],
+    "ffcv": ["ffcv==1.0.2", "opencv-python-headless", "Pillow"],
+    "plot": ["matplotlib"],
+    "dev": ["pytest>=7", "matplotlib"],
+}
+
+setup(
+    name="fastcifar",
+    version="0.1.0",
+    description="Data-pipeline-first CIFAR-10/100 training: GPU-resident loaders, "
+    "fused augmentation, CUDA-graph-captured steps.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["fastcifar", "fastcifar.*"]) + ["fastcifar.pipelines"],
+    package_dir={"fastcifar.pipelines": "pipelines"},
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["fastcifar = fastcifar.cli:main"]},
+)

@@ -46,7 +46,8 @@ def parse_formats(text: str) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise UserError(f"unknown format {','.join(unknown) or text!r}; choose from: {','.join(FORMATS)}")
+        raise UserError(f"unknown format {','.join(unknown) or repr(text)}; "
+                        f"choose from: {','.join(FORMATS)}")
     return formats if "native" in formats else ("native",) + formats
 
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Creates the virtual environment and installs fastcifar with every extra this machine
+# can take: the FFCV extra needs OpenCV and libturbojpeg headers (installed with apt when
+# running as root on Debian/Ubuntu), the DALI extra needs a 190 MB wheel.
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH=${TORCH:-torch==2.14.1 torchvision==0.29.1}
+pip_quiet() {  # pip's own errors still fail the script; only the find-links noise is dropped
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+    return "${PIPESTATUS[0]}"
+}
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+pip_quiet --upgrade pip setuptools wheel
+"$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null || pip_quiet $TORCH
+
+extras="dev,dali"
+if ! pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing FFCV's system packages (pkg-config, OpenCV, libturbojpeg) with apt-get"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            pkg-config libopencv-dev libturbojpeg0-dev >/dev/null
+    fi
+fi
+if pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
+    extras="$extras,ffcv"
+else
+    echo "note: skipping the ffcv extra: run 'apt-get install pkg-config libopencv-dev libturbojpeg0-dev' first"
+fi
+pip_quiet -e ".[$extras]"
+"$VENV/bin/python" -c "import fastcifar.pipelines" || { echo "install failed" >&2; exit 1; }

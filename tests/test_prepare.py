@@ -1,0 +1,260 @@
+"""`fastcifar prepare` and `fastcifar.load`: exact round trips and every bad input."""
+import errno
+import hashlib
+import json
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import fastcifar
+from fastcifar.cli import main
+from fastcifar.errors import UserError
+from fastcifar.prepare import PrepareConfig, prepare
+from fastcifar.storage import MANIFEST, dataset_dir
+from tests.cifar_fixtures import make_cifar_archive, make_cifar_folder
+from tests.conftest import has_module
+
+QUIET = dict(log=lambda *_: None)
+
+
+def _prepare(source, data_dir, dataset="cifar10", **kw):
+    kw.setdefault("checksum", False)
+    return prepare(PrepareConfig(dataset=dataset, source=str(source), data_dir=str(data_dir), **kw),
+                   **QUIET)
+
+
+def _assert_loads(dataset, data_dir, truth):
+    for split in ("train", "test"):
+        images, labels = fastcifar.load(dataset, split, data_dir)
+        assert images.dtype == np.uint8 and images.shape == truth[split][0].shape
+        assert labels.dtype == np.int64
+        np.testing.assert_array_equal(images, truth[split][0])
+        np.testing.assert_array_equal(labels, truth[split][1])
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("layout", ["python", "binary"])
+def test_archive_round_trip(tmp_path, dataset, layout):
+    archive, truth = make_cifar_archive(tmp_path / "src.tar.gz", dataset, layout,
+                                        train_size=230, test_size=70, seed=3)
+    result = _prepare(archive, tmp_path / "data", dataset)
+    assert not result.skipped and result.counts == {"train": 230, "test": 70}
+    _assert_loads(dataset, tmp_path / "data", truth)
+    manifest = json.loads((dataset_dir(dataset, tmp_path / "data") / MANIFEST).read_text())
+    assert manifest["class_names"] == [f"class_{i}" for i in range(manifest["num_classes"])]
+    assert manifest["source"]["layout"] == layout and manifest["source"]["md5"]
+
+
+@pytest.mark.parametrize("layout", ["python", "binary"])
+def test_extracted_folder_round_trip(tmp_path, layout):
+    folder, truth = make_cifar_folder(tmp_path / "src", "cifar100", layout, 120, 40, seed=5)
+    _prepare(folder, tmp_path / "data", "cifar100")
+    _assert_loads("cifar100", tmp_path / "data", truth)
+    _prepare(folder.parent, tmp_path / "data2", "cifar100")  # the folder above works too
+    _assert_loads("cifar100", tmp_path / "data2", truth)
+
+
+def test_dali_shard_holds_exact_records(tmp_path):
+    archive, truth = make_cifar_archive(tmp_path / "a.tar.gz", train_size=20, test_size=10)
+    _prepare(archive, tmp_path / "data", formats=("native", "dali"))
+    with tarfile.open(dataset_dir("cifar10", tmp_path / "data") / "dali/test.tar") as tar:
+        names = tar.getnames()
+        assert names[:4] == ["000000.rgb", "000000.cls", "000001.rgb", "000001.cls"]
+        for i in range(10):
+            rgb = tar.extractfile(f"{i:06d}.rgb").read()
+            cls = tar.extractfile(f"{i:06d}.cls").read()
+            assert rgb == truth["test"][0][i].tobytes()
+            assert np.frombuffer(cls, "<i8")[0] == truth["test"][1][i]
+
+
+@pytest.mark.skipif(not has_module("ffcv"), reason="ffcv extra not installed")
+def test_ffcv_shard_is_written_and_listed(tmp_path):
+    from ffcv.reader import Reader
+
+    archive, truth = make_cifar_archive(tmp_path / "a.tar.gz", train_size=50, test_size=20)
+    _prepare(archive, tmp_path / "data", formats=("ffcv",))
+    root = dataset_dir("cifar10", tmp_path / "data")
+    manifest = json.loads((root / MANIFEST).read_text())
+    assert manifest["formats"] == ["native", "ffcv"]
+    assert Reader(str(root / "ffcv/train.beton")).num_samples == 50
+    assert Reader(str(root / "ffcv/test.beton")).num_samples == 20
+
+
+def test_second_run_does_nothing_and_force_rewrites(tmp_path):
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+    _prepare(archive, tmp_path / "data")
+    manifest = dataset_dir("cifar10", tmp_path / "data") / MANIFEST
+    before = manifest.read_text()
+    messages = []
+    result = prepare(PrepareConfig(source=str(archive), data_dir=str(tmp_path / "data"),
+                                   checksum=False), log=messages.append)
+    assert result.skipped and "nothing to do" in messages[-1]
+    assert manifest.read_text() == before
+    assert not _prepare(archive, tmp_path / "data", force=True).skipped
+    # Asking for a format not yet prepared prepares again, keeping the manifest valid.
+    assert not _prepare(archive, tmp_path / "data", formats=("native", "dali")).skipped
+    assert json.loads(manifest.read_text())["formats"] == ["native", "dali"]
+
+
+def test_corrupted_shard_is_detected_on_load(tmp_path):
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+    _prepare(archive, tmp_path / "data")
+    shard = dataset_dir("cifar10", tmp_path / "data") / "native/train_images.npy"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="does not match its checksum.*--force"):
+        fastcifar.load("cifar10", "train", tmp_path / "data")
+    fastcifar.load("cifar10", "test", tmp_path / "data")  # the other split is still fine
+
+
+def test_missing_dataset_names_the_command(tmp_path):
+    with pytest.raises(UserError, match="run: fastcifar prepare --dataset cifar100"):
+        fastcifar.load("cifar100", "train", tmp_path)
+
+
+def test_checksum_mismatch_is_refused_unless_asked(tmp_path):
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+    with pytest.raises(UserError, match="not the official cifar10 archive.*--no-checksum"):
+        _prepare(archive, tmp_path / "data", checksum=True)
+    assert not (tmp_path / "data" / "cifar10").exists()
+
+
+def test_extracted_member_md5_is_checked(tmp_path):
+    folder, _ = make_cifar_folder(tmp_path / "src", "cifar10", "python", 30, 10)
+    with pytest.raises(UserError, match="data_batch_1 has md5 .* not the official"):
+        _prepare(folder, tmp_path / "data", checksum=True)
+
+
+def test_truncated_and_corrupt_archives(tmp_path):
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=200, test_size=50)
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(UserError, match="truncated|corrupt|not a readable"):
+        _prepare(truncated, tmp_path / "data")
+    garbage = tmp_path / "garbage.tar.gz"
+    garbage.write_bytes(b"\x00not an archive" * 100)
+    with pytest.raises(UserError, match="not a readable"):
+        _prepare(garbage, tmp_path / "data")
+    assert not (tmp_path / "data" / "cifar10").exists()
+
+
+def test_truncated_binary_record(tmp_path):
+    folder, _ = make_cifar_folder(tmp_path / "src", "cifar10", "binary", 30, 10)
+    batch = folder / "data_batch_2.bin"
+    batch.write_bytes(batch.read_bytes()[:-5])
+    with pytest.raises(UserError, match="data_batch_2.bin: .* not a whole number of 3073-byte"):
+        _prepare(folder, tmp_path / "data")
+
+
+def test_wrong_dataset_for_archive(tmp_path):
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", "cifar100", train_size=30, test_size=10)
+    with pytest.raises(UserError, match="holds cifar100, not cifar10.*--dataset cifar100"):
+        _prepare(archive, tmp_path / "data", "cifar10")
+
+
+def test_label_out_of_range_is_refused(tmp_path):
+    folder, _ = make_cifar_folder(tmp_path / "src", "cifar10", "binary", 30, 10)
+    batch = folder / "test_batch.bin"
+    data = bytearray(batch.read_bytes())
+    data[0] = 42  # the first record's label
+    batch.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"label outside \[0, 10\)"):
+        _prepare(folder, tmp_path / "data")
+
+
+def test_hostile_pickle_is_refused(tmp_path):
+    folder, _ = make_cifar_folder(tmp_path / "src", "cifar10", "python", 30, 10)
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": Evil()}, protocol=4))
+    with pytest.raises(UserError, match="refused to load (posix|os).system"):
+        _prepare(folder, tmp_path / "data")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/abs/escape.txt", "a/../../escape.txt"])
+def test_escaping_tar_member_is_refused(tmp_path, name):
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 1
+        import io
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(UserError, match="would escape the target folder"):
+        _prepare(archive, tmp_path / "data")
+
+
+def test_missing_source(tmp_path):
+    with pytest.raises(UserError, match="no such file or folder"):
+        _prepare(tmp_path / "nope.tar.gz", tmp_path / "data")
+
+
+def test_no_network_is_one_clear_error(tmp_path):
+    # Port 9 (discard) on loopback refuses the connection at once: no traffic leaves.
+    with pytest.raises(UserError, match="cannot download http://127.0.0.1:9/.*--source PATH"):
+        _prepare("http://127.0.0.1:9/cifar-10-python.tar.gz", tmp_path / "data")
+
+
+@pytest.mark.parametrize("code, message", [(errno.ENOSPC, "disk full"),
+                                           (errno.EROFS, "not writable")])
+def test_write_failures_leave_nothing_behind(tmp_path, monkeypatch, code, message):
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+
+    def failing_save(*args, **kwargs):
+        raise OSError(code, "simulated")
+
+    monkeypatch.setattr("fastcifar.shard_writers.np.save", failing_save)
+    with pytest.raises(UserError, match=message):
+        _prepare(archive, tmp_path / "data")
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_interrupted_prepare_keeps_the_previous_dataset(tmp_path, monkeypatch):
+    archive, truth = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+    _prepare(archive, tmp_path / "data")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fastcifar.prepare.WRITERS", {"native": interrupted})
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(archive, tmp_path / "data", force=True)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["cifar10"]
+    _assert_loads("cifar10", tmp_path / "data", truth)
+
+
+def test_cli_prepare_prints_timings_and_one_line_errors(tmp_path):
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+    runner = CliRunner()
+    ok = runner.invoke(main, ["prepare", "--source", str(archive), "--data-dir",
+                              str(tmp_path / "data"), "--no-checksum"])
+    assert ok.exit_code == 0, ok.output
+    assert "prepared cifar10 (30 train, 10 test)" in ok.output and "native" in ok.output
+    again = runner.invoke(main, ["prepare", "--source", str(archive), "--data-dir",
+                                 str(tmp_path / "data"), "--no-checksum"])
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    bad = runner.invoke(main, ["prepare", "--source", str(archive), "--data-dir",
+                               str(tmp_path / "d2")])
+    assert bad.exit_code == 2
+    assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ")
+    assert "Traceback" not in bad.output
+    fmt = runner.invoke(main, ["prepare", "--formats", "native,parquet", "--source", str(archive)])
+    assert fmt.exit_code == 2 and "unknown format parquet" in fmt.stderr
+
+
+def test_sha256_in_manifest_matches_files(tmp_path):
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+    _prepare(archive, tmp_path / "data", formats=("native", "dali"))
+    root = dataset_dir("cifar10", tmp_path / "data")
+    manifest = json.loads((root / MANIFEST).read_text())
+    assert len(manifest["shards"]) == 6
+    for name, digest in manifest["shards"].items():
+        assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest

@@ -1,0 +1,81 @@
+"""Throughput of one augmentation implementation (called by `fastcifar bench`).
+
+Times `augment` alone (parameters are sampled before the timed region) on a random
+uint8 dataset of CIFAR's size held on the device, gathering a random batch each call.
+Bytes count the uint8 pixels read plus the output written.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from fastcifar.augment import AugmentConfig, augment, sample_params
+
+REPEATS = 5
+WARMUP_CALLS = 3
+
+
+def measure_augment(impl: str, batch_size: int, device: torch.device | str = "cpu",
+                    dtype: torch.dtype = torch.float32, seconds: float = 2.0,
+                    config: AugmentConfig | None = None, dataset_size: int = 50_000) -> dict:
+    """Median images/s and bytes/s over REPEATS timed runs of about seconds/REPEATS each."""
+    device = torch.device(device)
+    config = config or AugmentConfig.for_dataset("cifar10")
+    generator = torch.Generator(device=device).manual_seed(0)
+    images = torch.randint(0, 256, (dataset_size, 32, 32, 3), dtype=torch.uint8,
+                           device=device, generator=generator)
+    labels = torch.randint(0, config.num_classes, (dataset_size,), device=device,
+                           generator=generator)
+    indices = torch.randint(0, dataset_size, (batch_size,), device=device, generator=generator)
+    params = sample_params(config, batch_size, generator, device)
+    out = torch.empty((batch_size, 3, 32, 32), dtype=dtype, device=device,
+                      memory_format=torch.channels_last)
+    out_targets = None
+
+    def step():
+        nonlocal out_targets
+        _, out_targets = augment(images, labels, params, config, indices=indices, out=out,
+                                 out_targets=out_targets, dtype=dtype, impl=impl)
+
+    for _ in range(WARMUP_CALLS):  # compiles numba/Triton and fills caches (excluded)
+        step()
+    timer = _CudaTimer() if device.type == "cuda" else _WallTimer()
+    calls = _calls_per_repeat(step, timer, seconds / REPEATS)
+    rates = [calls * batch_size / timer.time(step, calls) for _ in range(REPEATS)]
+    images_per_sec = statistics.median(rates)
+    bytes_per_image = 32 * 32 * 3 * (1 + out.element_size())
+    return {"impl": impl, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+            "batch_size": batch_size, "calls_per_repeat": calls, "repeats": REPEATS,
+            "images_per_sec": images_per_sec, "bytes_per_sec": images_per_sec * bytes_per_image}
+
+
+def _calls_per_repeat(step, timer, target_seconds: float) -> int:
+    calls = 1
+    while True:
+        elapsed = timer.time(step, calls)
+        if elapsed >= target_seconds / 4 or calls >= 1 << 20:
+            return max(1, int(calls * target_seconds / max(elapsed, 1e-9)))
+        calls *= 4
+
+
+class _WallTimer:
+    def time(self, step, calls: int) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            step()
+        return time.perf_counter() - start
+
+
+class _CudaTimer:
+    """CUDA events around the launches: measures device time, one sync per repeat."""
+
+    def time(self, step, calls: int) -> float:
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            step()
+        stop.record()
+        stop.synchronize()
+        return start.elapsed_time(stop) / 1000.0

@@ -1,0 +1,18 @@
+import click
+
+
+@click.command()
+@click.argument("pattern", required=False)
+@click.option("--num-classes", type=int, default=10, show_default=True)
+def models(pattern, num_classes):
+    """List registered models with parameter count and forward GFLOPs per 32x32 image.
+
+    \b
+    Examples:
+      fastcifar models
+      fastcifar models 'resnext29*'
+    """
+    from fastcifar.models import list_models
+    from fastcifar.models.counting import format_model_table
+
+    click.echo(format_model_table(list_models(pattern), num_classes=num_classes))

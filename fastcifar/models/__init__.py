@@ -1,0 +1,29 @@
+"""The model zoo: plain nn.Modules registered by name.
+
+    model = create_model("resnext29_16x64d", num_classes=100, zero_init_residual=True)
+"""
+# Importing the family modules registers their models.
+from . import (  # noqa: F401
+    fast_nets,
+    preact_resnet,
+    resnet50_cifar,
+    resnet_cifar,
+    resnext,
+    wide_resnet,
+)
+from .counting import count_flops, count_params, format_model_table, model_info, param_groups
+from .layers import DropPath
+from .registry import create_model, get_builder, list_models, register_model
+
+__all__ = [
+    "DropPath",
+    "count_flops",
+    "count_params",
+    "create_model",
+    "format_model_table",
+    "get_builder",
+    "list_models",
+    "model_info",
+    "param_groups",
+    "register_model",
+]

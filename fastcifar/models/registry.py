@@ -1,0 +1,81 @@
+"""The model registry: names to builders, with pattern listing and friendly errors.
+
+A builder is a function ``builder(num_classes=10, **options) -> nn.Module`` registered
+under its own function name with ``@register_model`` (timm style). The family modules
+register their variants when ``fastcifar.models`` imports them.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from typing import Callable
+
+from torch import nn
+
+from fastcifar.errors import UserError
+
+ModelBuilder = Callable[..., nn.Module]
+
+_BUILDERS: dict[str, ModelBuilder] = {}
+_UNEXPECTED_OPTION = re.compile(r"unexpected keyword argument '(\w+)'")
+_RATE_OPTIONS = ("drop_path", "dropout")
+
+
+def register_model(builder: ModelBuilder) -> ModelBuilder:
+    """Register ``builder`` under its function name; a name can be registered only once."""
+    name = builder.__name__
+    if name in _BUILDERS:
+        owner = _BUILDERS[name]
+        raise ValueError(
+            f"model name {name!r} is already registered by "
+            f"{owner.__module__}.{owner.__qualname__}; every model needs a unique name"
+        )
+    _BUILDERS[name] = builder
+    return builder
+
+
+def _natural_key(name: str) -> list:
+    # resnet20 < resnet32 < resnet110, not the plain string order resnet110 < resnet20.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered names in natural order, optionally filtered by an fnmatch ``pattern``."""
+    names = sorted(_BUILDERS, key=_natural_key)
+    return fnmatch.filter(names, pattern) if pattern else names
+
+
+def get_builder(name: str) -> ModelBuilder:
+    """The builder registered as ``name``; an unknown name is a UserError naming close matches."""
+    try:
+        return _BUILDERS[name]
+    except KeyError:
+        pass
+    names = list_models()
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    hint = f"did you mean: {', '.join(close)}?" if close else f"known models: {', '.join(names)}"
+    raise UserError(f"unknown model {name!r}; {hint}")
+
+
+def create_model(name: str, num_classes: int = 10, **options) -> nn.Module:
+    """Build the registered model ``name`` with a ``num_classes``-way head.
+
+    ``options`` go to the family builder (``zero_init_residual``, ``drop_path``,
+    ``dropout``, ... where the family has them); an option the model does not take is a
+    UserError, so a CLI flag that does not apply reads as one line, not a traceback.
+    """
+    builder = get_builder(name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes must be a positive integer, got {num_classes!r}")
+    for option in _RATE_OPTIONS:
+        rate = options.get(option)
+        if rate is not None and not (isinstance(rate, (int, float)) and 0.0 <= rate < 1.0):
+            raise UserError(f"{option} must be in [0, 1), got {rate!r}")
+    try:
+        return builder(num_classes=num_classes, **options)
+    except TypeError as err:
+        match = _UNEXPECTED_OPTION.search(str(err))
+        if match is None or match.group(1) not in options:
+            raise
+        raise UserError(f"model {name!r} does not take the option {match.group(1)!r}") from err

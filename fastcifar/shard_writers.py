@@ -30,14 +30,15 @@ class _Pairs:
 
 def write_ffcv(folder: Path, split: str, images: np.ndarray, labels: np.ndarray,
                num_workers: int = 2) -> None:
+    import torch
+
+    threads = torch.get_num_threads()  # importing ffcv sets torch's thread count to 1
     try:
         from ffcv.fields import IntField, NDArrayField
         from ffcv.writer import DatasetWriter
     except ImportError:
+        torch.set_num_threads(threads)
         raise MissingExtraError("ffcv", "ffcv") from None
-    import torch
-
-    threads = torch.get_num_threads()  # importing ffcv sets torch's thread count to 1
     try:
         (folder / "ffcv").mkdir(parents=True, exist_ok=True)
         fields = {"image": NDArrayField(np.dtype("uint8"), (32, 32, 3)), "label": IntField()}

@@ -1,0 +1,291 @@
+"""The loader protocol every backend implements, and the ordering/sharding rules they share.
+
+A loader yields (images, targets) on the training device: images [B,3,32,32] channels_last
+in the compute dtype, normalised and augmented; targets int64 [B], or float32 [B, K] soft
+targets when mixup/cutmix/label smoothing is on. `len(loader)` is batches per epoch and
+`set_epoch(e)` makes epoch e's order and augmentation a pure function of (seed, e).
+
+Sharding (native, ffcv, torchvision): the epoch order (a permutation drawn from
+(seed, epoch), the same on every rank, for training; 0..N-1 for evaluation) is cut into
+`world_size` contiguous blocks, block r = order[N*r//W : N*(r+1)//W] (DALI's block
+boundaries; DALI itself shards the file, see dali_loader.py). Training keeps the first
+(N//W)//B*B samples of the block, so every rank runs the same number of full batches;
+evaluation keeps the whole block, so ranks may differ by one sample (and then by one batch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fastcifar.augment import AugmentConfig, AugmentParams, identity_params, sample_params
+from fastcifar.datasets import get_dataset
+from fastcifar.errors import UserError
+
+BACKENDS = ("native", "ffcv", "dali", "torchvision")
+COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# Independent random streams drawn from (seed, epoch): the order is shared by every rank
+# (so their blocks are disjoint); augmentation streams also take the rank.
+ORDER_STREAM = 0
+AUGMENT_STREAM = 1
+MIX_STREAM = 2
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """The resolved arguments of create_loader, handed to a backend."""
+
+    dataset: str
+    split: str
+    batch_size: int
+    train: bool
+    augment: AugmentConfig
+    device: torch.device  # resolved: cuda always carries its index
+    dtype: torch.dtype
+    data_dir: str | None
+    seed: int
+    rank: int
+    world_size: int
+    num_workers: int
+    drop_last: bool
+
+    @property
+    def shuffle(self) -> bool:
+        return self.train
+
+
+def make_spec(dataset: str, split: str, *, batch_size: int, train: bool,
+              augment: AugmentConfig | None, device, dtype: torch.dtype, data_dir, seed: int,
+              rank: int, world_size: int, num_workers: int, drop_last: bool | None) -> LoaderSpec:
+    """Check the arguments once, with one clear UserError line for each mistake."""
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise UserError(f"batch_size must be a positive integer, got {batch_size}")
+    if int(world_size) != world_size or world_size < 1:
+        raise UserError(f"world_size must be a positive integer, got {world_size}")
+    if int(rank) != rank or not 0 <= rank < world_size:
+        raise UserError(f"rank must be in [0, {world_size - 1}], got {rank}")
+    if dtype not in COMPUTE_DTYPES:
+        raise UserError(f"dtype must be one of float32, float16, bfloat16, got {dtype}")
+    if int(num_workers) != num_workers or num_workers < 0:
+        raise UserError(f"num_workers must be >= 0, got {num_workers}")
+    num_classes = get_dataset(dataset).num_classes
+    if augment is None:
+        augment = AugmentConfig.none(dataset)
+    elif augment.num_classes != num_classes:
+        raise UserError(f"augmentation is set up for {augment.num_classes} classes, "
+                        f"{dataset} has {num_classes}")
+    return LoaderSpec(dataset=dataset, split=split, batch_size=int(batch_size),
+                      train=bool(train), augment=augment, device=resolve_device(device),
+                      dtype=dtype, data_dir=None if data_dir is None else str(data_dir),
+                      seed=int(seed), rank=int(rank), world_size=int(world_size),
+                      num_workers=int(num_workers),
+                      drop_last=bool(train) if drop_last is None else bool(drop_last))
+
+
+def derive_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
+    """A 63-bit seed from (seed, epoch, stream, rank); nearby inputs give unrelated seeds."""
+    words = np.random.SeedSequence([seed, epoch, stream, rank]).generate_state(2, np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+def make_generator(seed: int, device) -> torch.Generator:
+    generator = torch.Generator(device=torch.device(device))
+    generator.manual_seed(seed)
+    return generator
+
+
+def shard_bounds(num_samples: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of rank's contiguous block of an epoch's order (as DALI shards)."""
+    return num_samples * rank // world_size, num_samples * (rank + 1) // world_size
+
+
+def samples_per_rank(num_samples: int, rank: int, world_size: int, batch_size: int,
+                     drop_last: bool) -> int:
+    if drop_last:
+        # The smallest block is N // W: cutting every block to that many full batches gives
+        # all ranks the same batch count (a captured step needs static shapes).
+        return (num_samples // world_size) // batch_size * batch_size
+    start, stop = shard_bounds(num_samples, rank, world_size)
+    return stop - start
+
+
+def batches_per_epoch(num_samples: int, rank: int, world_size: int, batch_size: int,
+                      drop_last: bool) -> int:
+    count = samples_per_rank(num_samples, rank, world_size, batch_size, drop_last)
+    return count // batch_size if drop_last else -(-count // batch_size)
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool,
+                device="cpu") -> torch.Tensor:
+    """The whole epoch's order (identical on every rank), int64 on `device`."""
+    device = torch.device(device)
+    if not shuffle:
+        return torch.arange(num_samples, dtype=torch.int64, device=device)
+    generator = make_generator(derive_seed(seed, epoch, ORDER_STREAM), device)
+    return torch.randperm(num_samples, generator=generator, device=device)
+
+
+def epoch_indices(num_samples: int, *, seed: int, epoch: int, shuffle: bool, rank: int,
+                  world_size: int, batch_size: int, drop_last: bool,
+                  device="cpu") -> torch.Tensor:
+    """The sample indices this rank visits in `epoch`, in order (int64 on `device`)."""
+    start, _ = shard_bounds(num_samples, rank, world_size)
+    count = samples_per_rank(num_samples, rank, world_size, batch_size, drop_last)
+    return epoch_order(num_samples, seed, epoch, shuffle, device)[start:start + count]
+
+
+def spec_epoch_indices(spec: LoaderSpec, num_samples: int, epoch: int,
+                       device="cpu") -> torch.Tensor:
+    return epoch_indices(num_samples, seed=spec.seed, epoch=epoch, shuffle=spec.shuffle,
+                         rank=spec.rank, world_size=spec.world_size,
+                         batch_size=spec.batch_size, drop_last=spec.drop_last, device=device)
+
+
+def iter_batch_params(config: AugmentConfig, sizes: list[int], generator: torch.Generator,
+                      device):
+    """AugmentParams for consecutive batches of the given sizes, drawn from `generator`.
+
+    Without mixing, the per-sample draws (shift, flip, erase box) of the whole epoch are made
+    at once and sliced: one set of ~10 small launches per epoch instead of per batch, which
+    keeps the host-side cost of a batch to the augment launch itself.
+    """
+    if config.mixing:
+        # Mix partners are positions inside a batch, so they are drawn batch by batch.
+        for size in sizes:
+            yield sample_params(config, size, generator, device)
+        return
+    whole = sample_params(config, sum(sizes), generator, device)
+    fixed = identity_params(max(sizes, default=0), device)
+    start = 0
+    for size in sizes:
+        part = slice(start, start + size)
+        start += size
+        yield AugmentParams(shift=whole.shift[part], flip=whole.flip[part],
+                            erase_box=whole.erase_box[part], partner=fixed.partner[:size],
+                            mix_weight=fixed.mix_weight[:size], mix_box=fixed.mix_box[:size],
+                            target_weight=fixed.target_weight[:size])
+
+
+def batch_sizes(count: int, batch_size: int) -> list[int]:
+    """Sizes of the batches that cover `count` samples (the last one may be partial)."""
+    return [min(batch_size, count - start) for start in range(0, count, batch_size)]
+
+
+def check_output_buffers(images: torch.Tensor, targets: torch.Tensor, spec: LoaderSpec) -> None:
+    """Static buffers must be exactly what the loader would yield for a full batch."""
+    b, config = spec.batch_size, spec.augment
+    image_ok = (tuple(images.shape) == (b, 3, 32, 32) and images.dtype == spec.dtype
+                and images.device == spec.device
+                and images.permute(0, 2, 3, 1).is_contiguous())
+    if not image_ok:
+        raise ValueError(f"output images must be {spec.dtype} [{b}, 3, 32, 32] channels_last on "
+                         f"{spec.device}, got {images.dtype} {list(images.shape)} "
+                         f"strides {images.stride()} on {images.device}")
+    if config.soft_targets:
+        shape, dtype = (b, config.num_classes), torch.float32
+    else:
+        shape, dtype = (b,), torch.int64
+    if (tuple(targets.shape) != shape or targets.dtype != dtype
+            or targets.device != spec.device or not targets.is_contiguous()):
+        raise ValueError(f"output targets must be contiguous {dtype} {list(shape)} on "
+                         f"{spec.device}, got {targets.dtype} {list(targets.shape)} "
+                         f"on {targets.device}")
+
+
+def copy_images(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """dst[...] = src for channels_last batches (any devices and dtypes); returns dst."""
+    dst_nhwc, src_nhwc = dst.permute(0, 2, 3, 1), src.permute(0, 2, 3, 1)
+    if (dst.device.type == src.device.type == "cpu" and dst.dtype == src.dtype
+            and dst.dtype in (torch.float32, torch.float16) and src_nhwc.is_contiguous()):
+        # One memcpy on this thread: torch's threaded copy fights the loader's own threads
+        # (FFCV, DALI) for the cores and ran 4x slower on 2 cores.
+        np.copyto(dst_nhwc.numpy(), src_nhwc.numpy())
+    else:
+        dst_nhwc.copy_(src_nhwc, non_blocking=True)
+    return dst
+
+
+def resolve_device(device) -> torch.device:
+    """cuda -> cuda:<current>, so it compares equal to a tensor's device."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("device cuda was asked for, but no CUDA GPU is available")
+        if device.index is None:
+            return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+class BaseLoader:
+    """Epoch bookkeeping and the static-output-buffer protocol shared by every backend.
+
+    Subclasses implement `__iter__` and, if they know it in advance, `epoch_indices`.
+    """
+
+    backend = "base"
+
+    def __init__(self, spec: LoaderSpec, num_samples: int):
+        self.spec = spec
+        self.num_samples = num_samples  # in the whole split, before sharding
+        self.epoch = 0
+        self.output_buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.spec.batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.spec.device
+
+    def __len__(self) -> int:
+        s = self.spec
+        return batches_per_epoch(self.num_samples, s.rank, s.world_size, s.batch_size,
+                                 s.drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch e's order and augmentation depend only on (seed, e)."""
+        self.epoch = int(epoch)
+
+    def epoch_indices(self) -> torch.Tensor:
+        """The sample indices this rank visits in the current epoch, in order."""
+        return spec_epoch_indices(self.spec, self.num_samples, self.epoch)
+
+    def set_output_buffers(self, images: torch.Tensor | None,
+                           targets: torch.Tensor | None) -> None:
+        """Write every batch into these tensors (and yield them) so a CUDA-graph-captured
+        step can read fixed addresses; (None, None) goes back to fresh tensors per batch.
+
+        A partial last batch (evaluation) is written into and yielded as the leading rows.
+        Batch k is overwritten by batch k+1, so consume it before asking for the next.
+        """
+        if images is None and targets is None:
+            self.output_buffers = None
+            return
+        check_output_buffers(images, targets, self.spec)
+        self.output_buffers = (images, targets)
+
+    def deliver(self, images: torch.Tensor, targets: torch.Tensor):
+        """Copy a produced batch into the static buffers when they are set."""
+        if self.output_buffers is None:
+            return images, targets
+        out_images, out_targets = self.output_buffers
+        n = images.shape[0]
+        copy_images(out_images[:n], images)
+        out_targets[:n].copy_(targets, non_blocking=True)
+        return out_images[:n], out_targets[:n]
+
+    def output_slices(self, batch_size: int):
+        """(images, targets) views of the static buffers for a batch, or (None, None)."""
+        if self.output_buffers is None:
+            return None, None
+        out_images, out_targets = self.output_buffers
+        return out_images[:batch_size], out_targets[:batch_size]
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (f"{type(self).__name__}({s.dataset}/{s.split}, batch_size={s.batch_size}, "
+                f"train={s.train}, device={s.device}, rank={s.rank}/{s.world_size}, "
+                f"batches={len(self)})")

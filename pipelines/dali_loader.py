@@ -1,0 +1,211 @@
+"""The DALI loader: DALI reads the webdataset shard and augments with its own operators.
+
+One pipeline per epoch, seeded from (seed, epoch): DALI's random state only moves
+forward, so building afresh is what makes `set_epoch(e)` reproducible on its own (a
+CPU pipeline builds in milliseconds; the tar index is cached, see dali_index.py).
+Operators run on the GPU when the loader's device is CUDA, on DALI's CPU threads
+otherwise. Mixup/cutmix and label smoothing are applied to the batch afterwards
+(mixing.py) with the same parameter sampler as the fused op.
+
+Sharding is DALI's own: rank r reads the contiguous block (r + epoch) % W of the archive
+(blocks rotate between epochs, as DALI does without stick_to_shard) and shuffles it in a
+buffer as large as the block, i.e. a full shuffle of that block. Training cuts every rank
+to the same number of full batches, as base.py does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastcifar.augment import AugmentConfig, identity_params, sample_params
+from fastcifar.errors import MissingExtraError, UserError
+from fastcifar.pipelines.base import (
+    AUGMENT_STREAM, MIX_STREAM, ORDER_STREAM, BaseLoader, LoaderSpec, derive_seed,
+    make_generator, samples_per_rank, shard_bounds,
+)
+from fastcifar.pipelines.mixing import mix_batch
+
+IMAGE_SIZE = 32
+MAX_SHUFFLE_BUFFER = 1 << 16  # samples; CIFAR's 50k train split (150 MB) fits whole
+_DALI_SEED_MOD = 1 << 31  # DALI seeds are C ints
+
+
+def augment_graph(images, config: AugmentConfig, expose_params: bool = False):
+    """uint8 HWC images -> normalised float32 HWC, augmented as `config` says.
+
+    A plain function of a DataNode, separate from the reader, so one graph serves any
+    source. Returns (images, params) where params holds the sampled shift, flip and
+    erase box as DataNodes when expose_params (for tests), else {}.
+    """
+    from nvidia.dali import fn, math as dmath, types
+
+    params = {}
+    if config.padding > 0:
+        p = config.padding
+        # Output (y, x) reads source (y + dy, x + dx); outside reads uint8 0, as the op.
+        shift = fn.random.uniform(values=[float(v) for v in range(-p, p + 1)], shape=[2],
+                                  dtype=types.INT32)
+        images = fn.slice(images, start=shift, shape=[IMAGE_SIZE, IMAGE_SIZE],
+                          axis_names="HW", out_of_bounds_policy="pad", fill_values=0)
+        params["shift"] = shift
+    mirror = fn.random.coin_flip(probability=0.5, dtype=types.INT32) if config.flip else 0
+    if config.flip:
+        params["flip"] = mirror
+    # Flip after the crop is the op's x' = 31 - x then + dx; normalising with mean/std
+    # scaled to 0..255 (DALI multiplies by 1/std: last-bit differences from the LUT).
+    images = fn.crop_mirror_normalize(
+        images, mirror=mirror, dtype=types.FLOAT, output_layout="HWC",
+        mean=[255.0 * m for m in config.mean], std=[255.0 * s for s in config.std])
+    if config.cutout > 0:
+        centre = fn.random.uniform(values=[float(v) for v in range(IMAGE_SIZE)], shape=[2],
+                                   dtype=types.INT32)
+        start = centre - config.cutout // 2
+        low = dmath.max(start, 0)
+        high = dmath.min(start + config.cutout, IMAGE_SIZE)
+        # Cutout sets the box to 0 after normalisation (the dataset mean colour).
+        images = fn.erase(images, anchor=fn.cast(low, dtype=types.FLOAT),
+                          shape=fn.cast(high - low, dtype=types.FLOAT), axis_names="HW",
+                          fill_value=0.0)
+        params["erase_low"], params["erase_high"] = low, high
+    return images, (params if expose_params else {})
+
+
+def check_supported(config: AugmentConfig) -> None:
+    if config.pad_mode != "zero":
+        raise UserError("the dali backend pads with zeros only (fn.slice has no reflect "
+                        "padding); use pad_mode zero or another backend")
+    if config.erase_prob > 0:
+        raise UserError("the dali backend does cutout but not random erasing; "
+                        "use cutout or another backend")
+
+
+class DALILoader(BaseLoader):
+    backend = "dali"
+
+    def __init__(self, spec: LoaderSpec, tar_path: Path, index_path: Path, num_samples: int,
+                 prefetch_queue_depth: int = 2, expose_params: bool = False):
+        super().__init__(spec, num_samples)
+        check_supported(spec.augment)
+        self.tar_path, self.index_path = tar_path, index_path
+        self.prefetch_queue_depth = prefetch_queue_depth
+        self.expose_params = expose_params
+        self.last_params = None  # AugmentParams of the last batch when expose_params
+        self.param_names: list[str] = []  # extra pipeline outputs (set by _pipeline)
+
+    def _shard_id(self, epoch: int) -> int:
+        s = self.spec
+        return (s.rank + epoch) % s.world_size if s.shuffle else s.rank
+
+    def _reader(self, epoch: int):
+        from nvidia.dali import fn, types
+
+        s = self.spec
+        start, stop = shard_bounds(self.num_samples, self._shard_id(epoch), s.world_size)
+        buffer = max(1, min(stop - start, MAX_SHUFFLE_BUFFER))
+        shuffle = dict(random_shuffle=True, initial_fill=buffer)
+        return fn.readers.webdataset(
+            paths=[str(self.tar_path)], index_paths=[str(self.index_path)], ext=["rgb", "cls"],
+            dtypes=[types.UINT8, types.INT64], name="reader",
+            shard_id=self._shard_id(epoch), num_shards=s.world_size,
+            seed=derive_seed(s.seed, epoch, ORDER_STREAM) % _DALI_SEED_MOD,
+            **(shuffle if s.shuffle else {}))
+
+    def _pipeline(self, epoch: int, reader_only: bool = False):
+        from nvidia.dali import Pipeline, fn
+
+        s = self.spec
+        on_gpu = s.device.type == "cuda"
+        pipe = Pipeline(batch_size=s.batch_size, num_threads=max(1, s.num_workers),
+                        device_id=s.device.index if on_gpu else None,
+                        seed=derive_seed(s.seed, epoch, AUGMENT_STREAM, s.rank) % _DALI_SEED_MOD,
+                        prefetch_queue_depth=self.prefetch_queue_depth)
+        with pipe:
+            raw, labels = self._reader(epoch)
+            if reader_only:
+                pipe.set_outputs(fn.get_property(raw, key="source_info"))
+                return pipe
+            images = fn.reshape(raw, shape=[IMAGE_SIZE, IMAGE_SIZE, 3], layout="HWC")
+            if on_gpu:
+                # Raw uint8 goes to the GPU (4x fewer bytes than float32); ops run there.
+                images, labels = images.gpu(), labels.gpu()
+            images, params = augment_graph(images, s.augment, self.expose_params)
+            self.param_names = sorted(params)
+            pipe.set_outputs(images, labels, *(params[name] for name in self.param_names))
+        return pipe
+
+    def epoch_indices(self) -> torch.Tensor:
+        """The indices of this epoch, found by running the reader alone (reads the shard)."""
+        pipe = self._pipeline(self.epoch, reader_only=True)
+        pipe.build()
+        s = self.spec
+        count = samples_per_rank(self.num_samples, self._shard_id(self.epoch), s.world_size,
+                                 s.batch_size, s.drop_last)
+        found = []
+        while len(found) < count:
+            (info,) = pipe.run()
+            found += [_sample_number(np.array(info[i])) for i in range(len(info))]
+        return torch.tensor(found[:count], dtype=torch.int64)
+
+    def __iter__(self):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        s = self.spec
+        pipe = self._pipeline(self.epoch)
+        policy = LastBatchPolicy.DROP if s.drop_last else LastBatchPolicy.PARTIAL
+        batches = DALIGenericIterator([pipe], ["images", "labels", *self.param_names],
+                                      reader_name="reader", last_batch_policy=policy,
+                                      auto_reset=False)
+        mixing = None
+        if s.augment.soft_targets:
+            mixing = make_generator(derive_seed(s.seed, self.epoch, MIX_STREAM, s.rank), s.device)
+        # Capped at len(self): with rotating blocks a rank may read one sample more than
+        # another, and every rank must run the same number of batches.
+        for _, (data,) in zip(range(len(self)), batches):
+            images = data["images"].permute(0, 3, 1, 2)  # HWC storage is NCHW channels_last
+            images = images.to(s.device, s.dtype, non_blocking=True)
+            targets = data["labels"].view(-1).to(s.device, non_blocking=True)
+            if self.expose_params:
+                self.last_params = _params_from(data, images.shape[0])
+            if mixing is not None:
+                params = sample_params(s.augment, images.shape[0], mixing, s.device)
+                images, targets = mix_batch(images, targets, params, s.augment)
+            yield self.deliver(images, targets)
+
+
+def _sample_number(source_info: np.ndarray) -> int:
+    """'path/to.tar:offset:000123.rgb' -> 123 (the writer names sample i {i:06d})."""
+    member = bytes(source_info).decode().rsplit(":", 1)[-1]
+    return int(member.rsplit("/", 1)[-1].split(".", 1)[0])
+
+
+def _params_from(data: dict, batch_size: int):
+    params = identity_params(batch_size)
+    if "shift" in data:
+        params.shift = data["shift"].cpu().int().contiguous()
+    if "flip" in data:
+        params.flip = data["flip"].cpu().int().view(-1).contiguous()
+    if "erase_low" in data:
+        low, high = data["erase_low"].cpu().int(), data["erase_high"].cpu().int()
+        params.erase_box = torch.stack([low[:, 0], high[:, 0], low[:, 1], high[:, 1]], 1)
+    return params
+
+
+def build(spec: LoaderSpec, *, prefetch_queue_depth: int = 2,
+          expose_params: bool = False) -> DALILoader:
+    try:
+        import nvidia.dali  # noqa: F401
+        import nvidia.dali.plugin.pytorch  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("nvidia-dali-cuda130", "dali") from None
+    from fastcifar.pipelines.dali_index import cached_index
+    from fastcifar.storage import dataset_dir, read_manifest, shard_path, shard_names
+
+    check_supported(spec.augment)
+    tar_path = shard_path(spec.dataset, "dali", spec.split, spec.data_dir)
+    manifest = read_manifest(spec.dataset, spec.data_dir)
+    sha256 = manifest["shards"][shard_names("dali", spec.split)[0]]
+    index_path = cached_index(tar_path, sha256, dataset_dir(spec.dataset, spec.data_dir).parent)
+    return DALILoader(spec, tar_path, index_path, manifest["counts"][spec.split],
+                      prefetch_queue_depth=prefetch_queue_depth, expose_params=expose_params)

@@ -1,0 +1,182 @@
+"""The FFCV loader: FFCV reads and decodes the .beton, our fused op augments each batch.
+
+Two placements of the op, as FFCV intends them:
+- CPU, no mixup/cutmix: the op runs *inside* FFCV's compiled pipeline
+  (fastcifar/augment/ffcv_op.py, numba), on FFCV's threads, overlapping the training step.
+  Its per-batch draws are seeded from (seed, rank) and the batch's sample indices, which
+  our order makes a function of (seed, epoch), so epochs stay reproducible.
+- CUDA, or any config with mixing: FFCV yields raw uint8 batches (moved to the GPU by
+  ToDevice there) and one `augment` launch per batch (Triton on CUDA, numba on CPU)
+  follows, with params drawn from (seed, epoch, rank) exactly as the native loader does.
+
+The order is ours (base.epoch_indices) handed to FFCV as a custom TraversalOrder: FFCV's
+distributed mode reads rank and world size from an initialised torch.distributed process
+group (DistributedSampler), which a loader must not require, and QUASI_RANDOM is refused
+there anyway; this way every backend but DALI visits the same samples in the same order.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from itertools import repeat
+
+import numpy as np
+import torch
+
+from fastcifar.augment import augment, identity_params
+from fastcifar.errors import MissingExtraError
+from fastcifar.pipelines.base import (
+    AUGMENT_STREAM, BaseLoader, LoaderSpec, batch_sizes, copy_images, derive_seed,
+    iter_batch_params, make_generator, spec_epoch_indices,
+)
+from fastcifar.pipelines.mixing import mix_batch
+
+
+@contextmanager
+def keep_thread_counts():
+    """FFCV sets torch's (and numba's) thread count on import, in Loader() and per epoch;
+    put back what the caller had."""
+    import numba
+
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
+
+
+def _order_factory(spec: LoaderSpec, num_samples: int):
+    """A TraversalOrder that visits base.epoch_indices(...) in each epoch.
+
+    FFCV's Loader accepts a TraversalOrder *instance* and then calls it with the loader,
+    so the instance handed over is a factory for the real order object.
+    """
+    from ffcv.traversal_order.base import TraversalOrder
+
+    class ShardOrder(TraversalOrder):
+        def sample_order(self, epoch: int):
+            return spec_epoch_indices(spec, num_samples, epoch).numpy().astype(np.uint64)
+
+    class ShardOrderFactory(TraversalOrder):
+        def __init__(self):  # no loader yet; FFCV calls the instance with it
+            pass
+
+        def __call__(self, loader):
+            return ShardOrder(loader)
+
+        def sample_order(self, epoch: int):
+            raise NotImplementedError
+
+    return ShardOrderFactory()
+
+
+class FFCVLoader(BaseLoader):
+    backend = "ffcv"
+
+    def __init__(self, spec: LoaderSpec, path, num_samples: int, batches_ahead: int = 3,
+                 os_cache: bool = True, impl: str = "auto"):
+        super().__init__(spec, num_samples)
+        self.path = path
+        self.impl = impl
+        self.compiled = False
+        self.op_in_pipeline = spec.device.type == "cpu" and not spec.augment.mixing
+        with keep_thread_counts():
+            self.ffcv_loader = self._make_ffcv_loader(batches_ahead, os_cache)
+
+    def _make_ffcv_loader(self, batches_ahead: int, os_cache: bool):
+        import numba
+        from ffcv.fields.basics import IntDecoder
+        from ffcv.fields.ndarray import NDArrayDecoder
+        from ffcv.loader import Loader
+        from ffcv.transforms import ToDevice, ToTensor
+
+        spec = self.spec
+        image_ops, label_ops = [NDArrayDecoder(), ToTensor()], [IntDecoder(), ToTensor()]
+        if self.op_in_pipeline:
+            from fastcifar.augment.ffcv_op import make_ffcv_augment_op
+
+            seed = derive_seed(spec.seed, 0, AUGMENT_STREAM, spec.rank)
+            # Runs on FFCV's threads while the consumer trains on the previous batch.
+            image_ops.insert(1, make_ffcv_augment_op(spec.augment, seed))
+        if spec.device.type == "cuda":
+            # Raw uint8 crosses PCIe (4x fewer bytes than float32); augmenting runs there.
+            image_ops.append(ToDevice(spec.device, non_blocking=True))
+            label_ops.append(ToDevice(spec.device, non_blocking=True))
+        # numba refuses more threads than it started with (one per core).
+        workers = min(spec.num_workers or numba.config.NUMBA_NUM_THREADS,
+                      numba.config.NUMBA_NUM_THREADS)
+        return Loader(str(self.path), batch_size=spec.batch_size, num_workers=workers,
+                      os_cache=os_cache, order=_order_factory(spec, self.num_samples),
+                      seed=spec.seed, drop_last=spec.drop_last, batches_ahead=batches_ahead,
+                      pipelines={"image": image_ops, "label": label_ops})
+
+    def __len__(self) -> int:
+        return len(self.ffcv_loader)
+
+    def __iter__(self):
+        spec = self.spec
+        if not self.compiled:
+            print("ffcv: compiling the loading pipeline for the first epoch "
+                  "(10-40 s, once per loader)", file=sys.stderr)
+            self.compiled = True
+        self.ffcv_loader.next_epoch = self.epoch  # FFCV asks its order for this epoch
+        params = repeat(None) if self.op_in_pipeline else self._batch_params()
+        with keep_thread_counts():
+            batches = iter(self.ffcv_loader)
+            # FFCV's worker thread resets torch's thread count when it starts; by the time
+            # the first batch arrives it has, so the restore above is not undone.
+            first = next(batches, None)
+        if first is None:
+            return
+        finish = self._finish_augmented if self.op_in_pipeline else self._augment
+        try:
+            for (images, labels), batch_params in zip(_chain(first, batches), params):
+                yield finish(images, labels.view(-1).to(torch.int64), batch_params)
+        finally:
+            batches.close()  # stops FFCV's thread if the caller stops early
+
+    def _batch_params(self):
+        """The native loader's parameter stream for this epoch (same seeds, same draws)."""
+        spec = self.spec
+        sizes = batch_sizes(len(self.epoch_indices()), spec.batch_size)
+        generator = make_generator(derive_seed(spec.seed, self.epoch, AUGMENT_STREAM, spec.rank),
+                                   spec.device)
+        return iter_batch_params(spec.augment, sizes, generator, spec.device)
+
+    def _augment(self, images, labels, params):
+        """Raw uint8 [B,32,32,3] from FFCV -> one fused op launch."""
+        out, out_targets = self.output_slices(images.shape[0])
+        return augment(images, labels, params, self.spec.augment, out=out,
+                       out_targets=out_targets, dtype=self.spec.dtype, impl=self.impl)
+
+    def _finish_augmented(self, images, labels, _params):
+        """float32 [B,32,32,3] already augmented by the in-pipeline op."""
+        spec = self.spec
+        if spec.augment.soft_targets:  # label smoothing alone: targets only
+            _, labels = mix_batch(images, labels, identity_params(labels.shape[0]), spec.augment)
+        if self.output_buffers is not None:
+            return self.deliver(images.permute(0, 3, 1, 2), labels)
+        # FFCV recycles its output memory a few batches later: hand out our own copy.
+        own = torch.empty(images.shape, dtype=spec.dtype).permute(0, 3, 1, 2)
+        return copy_images(own, images.permute(0, 3, 1, 2)), labels
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def build(spec: LoaderSpec, *, batches_ahead: int = 3, os_cache: bool = True,
+          impl: str = "auto") -> FFCVLoader:
+    with keep_thread_counts():
+        try:
+            import ffcv  # noqa: F401  (sets torch's thread count to 1; restored on exit)
+        except ImportError:
+            raise MissingExtraError("ffcv", "ffcv") from None
+    from fastcifar.storage import read_manifest, shard_path
+
+    path = shard_path(spec.dataset, "ffcv", spec.split, spec.data_dir)
+    num_samples = read_manifest(spec.dataset, spec.data_dir)["counts"][spec.split]
+    return FFCVLoader(spec, path, num_samples, batches_ahead=batches_ahead, os_cache=os_cache,
+                      impl=impl)

@@ -1,0 +1,139 @@
+"""The torchvision baseline: a Dataset, a DataLoader with workers, per-image transforms v2.
+
+What most CIFAR training scripts do today, kept as the reference every benchmark compares
+against: each worker process pads-crops, flips, normalises and cuts out one image at a
+time; batches are collated, pinned (on CUDA) and copied to the device. Same augmentation
+semantics as the fused op; mixup/cutmix and label smoothing happen on the collated batch
+with the op's parameter sampler (mixing.py).
+
+Reproducibility: each sample gets its own seed drawn from (seed, epoch, rank), and its
+transforms run under that seed, so a batch does not depend on which worker made it (or
+on num_workers).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fastcifar.augment import AugmentConfig, sample_params
+from fastcifar.pipelines.base import (
+    AUGMENT_STREAM, MIX_STREAM, BaseLoader, LoaderSpec, derive_seed, make_generator,
+)
+from fastcifar.pipelines.mixing import mix_batch
+
+IMAGE_SIZE = 32
+
+
+class Cutout(torch.nn.Module):
+    """Zero a side x side square (clipped at the border) centred uniformly in the image,
+    after normalisation: the op's cutout (fastcifar/augment/params.py)."""
+
+    def __init__(self, side: int):
+        super().__init__()
+        self.side = side
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        cy, cx = torch.randint(0, IMAGE_SIZE, (2,)).tolist()
+        y0, x0 = max(cy - self.side // 2, 0), max(cx - self.side // 2, 0)
+        y1 = min(cy - self.side // 2 + self.side, IMAGE_SIZE)
+        x1 = min(cx - self.side // 2 + self.side, IMAGE_SIZE)
+        image = image.clone()
+        image[..., y0:y1, x0:x1] = 0.0
+        return image
+
+
+def make_transform(config: AugmentConfig):
+    """Per-image transforms v2 for a CHW uint8 tensor -> normalised float32 CHW."""
+    from torchvision.transforms import v2
+
+    steps = []
+    if config.padding > 0:
+        mode = "reflect" if config.pad_mode == "reflect" else "constant"
+        steps.append(v2.RandomCrop(IMAGE_SIZE, padding=config.padding, padding_mode=mode, fill=0))
+    if config.flip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
+    if config.cutout > 0:
+        steps.append(Cutout(config.cutout))
+    elif config.erase_prob > 0:
+        steps.append(v2.RandomErasing(config.erase_prob, scale=config.erase_area,
+                                      ratio=config.erase_ratio, value=0))
+    return v2.Compose(steps)
+
+
+class SeededImages(torch.utils.data.Dataset):
+    """Item (index, seed) -> (normalised float32 HWC image, label), transformed under seed."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, item):
+        index, seed = item
+        image = torch.from_numpy(self.images[index]).permute(2, 0, 1)  # HWC -> CHW view
+        rng = torch.default_generator  # what the v2 transforms draw from
+        # Saving and restoring the CPU state (4 us) instead of torch.random.fork_rng (200 us).
+        saved = rng.get_state()  # a DataLoader with num_workers=0 runs this in the caller
+        rng.manual_seed(seed)
+        try:
+            image = self.transform(image)
+        finally:
+            rng.set_state(saved)
+        # HWC here (in the workers, in parallel), so the collated batch is channels_last.
+        return image.permute(1, 2, 0).contiguous(), int(self.labels[index])
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields (index, seed) for the loader's current epoch; read at each DataLoader iter."""
+
+    def __init__(self, loader: "TorchvisionLoader"):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader.epoch_indices())
+
+    def __iter__(self):
+        loader = self.loader
+        indices = loader.epoch_indices().tolist()
+        s = loader.spec
+        rng = np.random.default_rng(derive_seed(s.seed, loader.epoch, AUGMENT_STREAM, s.rank))
+        seeds = rng.integers(0, 1 << 62, size=len(indices)).tolist()
+        return iter(zip(indices, seeds))
+
+
+class TorchvisionLoader(BaseLoader):
+    backend = "torchvision"
+
+    def __init__(self, spec: LoaderSpec, images: np.ndarray, labels: np.ndarray,
+                 persistent_workers: bool = False):
+        super().__init__(spec, num_samples=len(labels))
+        on_cuda = spec.device.type == "cuda"
+        self.data_loader = torch.utils.data.DataLoader(
+            SeededImages(images, labels, make_transform(spec.augment)),
+            batch_size=spec.batch_size, sampler=EpochSampler(self),
+            drop_last=False,  # epoch_indices already holds whole batches when training
+            num_workers=spec.num_workers, pin_memory=on_cuda,
+            persistent_workers=persistent_workers and spec.num_workers > 0)
+
+    def __iter__(self):
+        s = self.spec
+        mixing = None
+        if s.augment.soft_targets:
+            mixing = make_generator(derive_seed(s.seed, self.epoch, MIX_STREAM, s.rank), s.device)
+        for images, labels in self.data_loader:
+            images = images.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW channels_last
+            images = images.to(s.device, s.dtype, non_blocking=True)
+            targets = labels.to(s.device, non_blocking=True)
+            if mixing is not None:
+                params = sample_params(s.augment, images.shape[0], mixing, s.device)
+                images, targets = mix_batch(images, targets, params, s.augment)
+            yield self.deliver(images, targets)
+
+
+def build(spec: LoaderSpec, *, persistent_workers: bool = False) -> TorchvisionLoader:
+    from fastcifar.storage import load
+
+    images, labels = load(spec.dataset, spec.split, spec.data_dir)
+    return TorchvisionLoader(spec, images, labels, persistent_workers=persistent_workers)

@@ -1,0 +1,359 @@
+"""Every backend against the loader protocol, on the small prepared CIFAR-10 (CPU).
+
+Samples are identified by content: with augmentation off a batch decodes back to the
+uint8 source images, which are unique in the fixture; with augmentation on, each output
+is matched against all 9 x 9 shifts x 2 flips of its source (known from epoch_indices)
+to recover the shift, flip and cutout box every backend actually applied.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fastcifar.augment import AugmentConfig, augment_reference, make_lut
+from fastcifar.errors import UserError
+from fastcifar.pipelines import BACKENDS, create_loader
+
+DATASET = "cifar10"
+NONE = AugmentConfig.none(DATASET)
+CROP_FLIP_CUTOUT = AugmentConfig.for_dataset(DATASET, padding=4, flip=True, cutout=16)
+MIXING = AugmentConfig.for_dataset(DATASET, cutout=16, mixup_alpha=0.4, cutmix_alpha=1.0,
+                                   label_smoothing=0.1)
+
+# name -> create_loader arguments; built at most once per backend per module.
+KINDS = {
+    "eval": dict(split="test", batch_size=50, train=False),
+    "train": dict(split="train", batch_size=64, train=True),
+    "aug": dict(split="train", batch_size=64, train=True, augment=CROP_FLIP_CUTOUT),
+    "mix": dict(split="train", batch_size=64, train=True, augment=MIXING),
+    "rank0": dict(split="train", batch_size=48, train=True, rank=0, world_size=2),
+    "rank1": dict(split="train", batch_size=48, train=True, rank=1, world_size=2),
+    "eval_rank0": dict(split="test", batch_size=50, train=False, rank=0, world_size=2),
+    "eval_rank1": dict(split="test", batch_size=50, train=False, rank=1, world_size=2),
+}
+
+
+@pytest.fixture(scope="module")
+def loader(prepared_data):
+    data_dir, _ = prepared_data
+    cache = {}
+
+    def get(backend: str, kind: str):
+        if (backend, kind) not in cache:
+            workers = 0 if backend == "torchvision" else 2  # no process start-up per epoch
+            cache[backend, kind] = create_loader(backend, DATASET, **KINDS[kind], seed=3,
+                                                 data_dir=data_dir, num_workers=workers)
+        return cache[backend, kind]
+
+    return get
+
+
+def run_epoch(loader, epoch: int):
+    loader.set_epoch(epoch)
+    batches = [(images.clone(), targets.clone()) for images, targets in loader]
+    return batches
+
+
+def normalised(source: np.ndarray) -> torch.Tensor:
+    """The LUT normalisation of uint8 NHWC images, as NCHW float32."""
+    lut = make_lut(NONE)
+    return lut[torch.arange(3), torch.from_numpy(source).long()].permute(0, 3, 1, 2)
+
+
+def decode(images: torch.Tensor) -> np.ndarray:
+    """Normalised NCHW floats back to uint8 NHWC."""
+    mean = torch.tensor(NONE.mean)
+    std = torch.tensor(NONE.std)
+    values = (images.float().permute(0, 2, 3, 1) * std + mean) * 255
+    return values.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def identify(images: torch.Tensor, source: np.ndarray) -> list[int]:
+    """Index in `source` of each (unaugmented) output image."""
+    where = {image.tobytes(): i for i, image in enumerate(source)}
+    assert len(where) == len(source), "fixture images must be unique"
+    return [where[image.tobytes()] for image in decode(images)]
+
+
+def check_layout(images: torch.Tensor, targets: torch.Tensor, batch_size: int):
+    assert images.shape == (batch_size, 3, 32, 32)
+    assert images.dtype == torch.float32
+    assert images.permute(0, 2, 3, 1).is_contiguous(), "images must be channels_last"
+    assert targets.shape == (batch_size,) and targets.dtype == torch.int64
+
+
+def tolerance(backend: str) -> dict:
+    # DALI multiplies by 1/std: last-bit differences from the LUT.
+    return dict(rtol=1e-5, atol=1e-6) if backend == "dali" else dict(rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eval_yields_the_normalised_source_in_order(backend, loader, prepared_data):
+    source, labels = prepared_data[1]["test"]
+    eval_loader = loader(backend, "eval")
+    batches = run_epoch(eval_loader, 0)
+    assert len(eval_loader) == len(batches) == 3  # 50 + 50 + 28: the partial batch is kept
+    for (images, targets), size in zip(batches, (50, 50, 28)):
+        check_layout(images, targets, size)
+    images = torch.cat([b[0] for b in batches])
+    targets = torch.cat([b[1] for b in batches])
+    torch.testing.assert_close(images, normalised(source), **tolerance(backend))
+    if backend in ("native", "ffcv"):
+        assert torch.equal(images, normalised(source)), "the fused op is exact"
+    assert torch.equal(targets, torch.from_numpy(labels))
+    assert torch.equal(eval_loader.epoch_indices(), torch.arange(len(labels)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_train_epoch_visits_each_sample_once_in_the_announced_order(backend, loader,
+                                                                   prepared_data):
+    source, labels = prepared_data[1]["train"]
+    train_loader = loader(backend, "train")
+    batches = run_epoch(train_loader, 0)
+    assert len(train_loader) == len(batches) == 512 // 64
+    for images, targets in batches:
+        check_layout(images, targets, 64)
+    seen = identify(torch.cat([b[0] for b in batches]), source)
+    assert sorted(seen) == list(range(512))
+    assert seen != list(range(512)), "training shuffles"
+    assert seen == train_loader.epoch_indices().tolist()
+    assert torch.equal(torch.cat([b[1] for b in batches]), torch.from_numpy(labels[seen]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_order_is_a_function_of_seed_and_epoch(backend, loader, prepared_data):
+    source = prepared_data[1]["train"][0]
+    train_loader = loader(backend, "train")
+    order = {}
+    for epoch in (1, 2, 1):
+        train_loader.set_epoch(epoch)
+        announced = train_loader.epoch_indices().tolist()
+        seen = identify(torch.cat([b[0] for b in run_epoch(train_loader, epoch)]), source)
+        assert seen == announced
+        assert order.setdefault(epoch, seen) == seen
+    assert order[1] != order[2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ranks_see_disjoint_shards_with_equal_batch_counts(backend, loader, prepared_data):
+    source = prepared_data[1]["train"][0]
+    ranks = [loader(backend, "rank0"), loader(backend, "rank1")]
+    assert len(ranks[0]) == len(ranks[1]) == (512 // 2) // 48
+    for epoch in (0, 1):
+        shards = []
+        for rank_loader in ranks:
+            batches = run_epoch(rank_loader, epoch)
+            assert len(batches) == len(rank_loader)
+            seen = identify(torch.cat([b[0] for b in batches]), source)
+            assert seen == rank_loader.epoch_indices().tolist()
+            shards.append(set(seen))
+        assert len(shards[0]) == len(shards[1]) == 5 * 48
+        assert not shards[0] & shards[1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eval_ranks_split_the_whole_split(backend, loader, prepared_data):
+    source = prepared_data[1]["test"][0]
+    shards = []
+    for kind in ("eval_rank0", "eval_rank1"):
+        batches = run_epoch(loader(backend, kind), 0)
+        shards.append(identify(torch.cat([b[0] for b in batches]), source))
+    assert not set(shards[0]) & set(shards[1])
+    assert sorted(shards[0] + shards[1]) == list(range(128))
+    assert shards[0] == sorted(shards[0]), "evaluation does not shuffle"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_augmentation_is_reproducible_from_seed_and_epoch(backend, loader):
+    aug_loader = loader(backend, "aug")
+    first, again = run_epoch(aug_loader, 0), run_epoch(aug_loader, 0)
+    other = run_epoch(aug_loader, 1)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert not torch.equal(first[0][0], other[0][0])
+
+
+def recover_params(outputs: torch.Tensor, source: np.ndarray, atol: float):
+    """For each output, the (dy, dx, flip) whose crop of its source matches it outside a
+    zeroed box, and that box: (shift [B,2], flip [B], box [B,4] y0,y1,x0,x1)."""
+    lut = make_lut(NONE)
+    values = lut[torch.arange(3), torch.from_numpy(source).long()]  # [B,32,32,3]
+    pad_value = lut[:, 0]
+    padded = pad_value.expand(len(source), 40, 40, 3).clone()
+    padded[:, 4:36, 4:36] = values
+    mirrored = padded.flip(2)  # output x reads padded 35 - x + dx: in mirrored, 4 + x - dx
+    out = outputs.float().permute(0, 2, 3, 1)
+    best = torch.full((len(source),), 10**9)
+    shift = torch.zeros(len(source), 2, dtype=torch.int64)
+    flip = torch.zeros(len(source), dtype=torch.int64)
+    for f, base in ((0, padded), (1, mirrored)):
+        for dy in range(-4, 5):
+            for dx in range(-4, 5):
+                x0 = 4 + dx if f == 0 else 4 - dx
+                candidate = base[:, 4 + dy:36 + dy, x0:x0 + 32]
+                wrong = ((out - candidate).abs() > atol).any(-1).sum((1, 2))
+                better = wrong < best
+                best = torch.where(better, wrong, best)
+                shift[better] = torch.tensor([dy, dx])
+                flip[better] = f
+    assert int(best.max()) <= 16 * 16, "every output is a crop of its source but a box"
+    zero = (out == 0).all(-1)  # erased pixels (a LUT value is never exactly 0)
+    rows, cols = zero.any(2), zero.any(1)
+    boxes = []
+    for b in range(len(source)):
+        ys, xs = rows[b].nonzero()[:, 0], cols[b].nonzero()[:, 0]
+        y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+        assert int(zero[b].sum()) == (y1 - y0) * (x1 - x0), "the zeroed region is a box"
+        boxes.append((y0, y1, x0, x1))
+    return shift, flip, torch.tensor(boxes)
+
+
+def cutout_side_distribution(side: int = 16) -> dict:
+    """Exact distribution of the clipped box length along one axis (centre uniform 0..31)."""
+    lengths = [min(c - side // 2 + side, 32) - max(c - side // 2, 0) for c in range(32)]
+    return {n: lengths.count(n) / 32 for n in set(lengths)}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_crop_flip_cutout_have_the_specified_distribution(backend, loader, prepared_data):
+    source = prepared_data[1]["train"][0]
+    aug_loader = loader(backend, "aug")
+    aug_loader.set_epoch(0)
+    order = aug_loader.epoch_indices().numpy()
+    outputs = torch.cat([b[0] for b in run_epoch(aug_loader, 0)])
+    shift, flip, box = recover_params(outputs, source[order], atol=1e-4)
+    n = len(order)
+    assert 0.4 < flip.float().mean() < 0.6
+    for axis in (0, 1):
+        counts = torch.bincount(shift[:, axis] + 4, minlength=9).float() / n
+        assert counts.min() > 0.05 and counts.max() < 0.18, counts  # 1/9 each
+        assert abs(float(shift[:, axis].float().mean())) < 0.5
+    expected = cutout_side_distribution()
+    mean_length = sum(length * p for length, p in expected.items())
+    for lo in (0, 2):
+        lengths = box[:, lo + 1] - box[:, lo]
+        assert set(lengths.tolist()) <= set(expected)
+        assert abs(float(lengths.float().mean()) - mean_length) < 0.8
+    full = ((box[:, 1] - box[:, 0] == 16) & (box[:, 3] - box[:, 2] == 16)).float().mean()
+    assert abs(float(full) - (17 / 32) ** 2) < 0.08
+
+
+def test_backends_agree_on_augmentation_statistics(loader, prepared_data):
+    """Mean and std per channel of one augmented epoch agree across backends."""
+    stats = {}
+    for backend in BACKENDS:
+        images = torch.cat([b[0] for b in run_epoch(loader(backend, "aug"), 0)])
+        stats[backend] = (images.mean((0, 2, 3)), images.std((0, 2, 3)))
+    mean, std = stats["native"]
+    for backend, (other_mean, other_std) in stats.items():
+        torch.testing.assert_close(other_mean, mean, atol=0.03, rtol=0)
+        torch.testing.assert_close(other_std, std, atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixing_gives_soft_targets(backend, loader, prepared_data):
+    labels = prepared_data[1]["train"][1]
+    mix_loader = loader(backend, "mix")
+    mix_loader.set_epoch(0)
+    order = mix_loader.epoch_indices().numpy()
+    batches = run_epoch(mix_loader, 0)
+    assert len(batches) == len(mix_loader) == 8
+    targets = torch.cat([b[1] for b in batches])
+    assert targets.dtype == torch.float32 and targets.shape == (512, 10)
+    torch.testing.assert_close(targets.sum(1), torch.ones(512))
+    assert float(targets.min()) >= 0.1 / 10 - 1e-7  # label smoothing's floor
+    # Each sample's own label keeps at least the smoothing floor plus its own share.
+    own = targets[torch.arange(512), torch.from_numpy(labels[order])]
+    assert float(own.min()) > 0.01
+    mixed = targets.max(1).values < 0.9  # a pure smoothed one-hot peaks at 0.91
+    assert 0.3 < float(mixed.float().mean()) < 1.0, "most samples are mixed, not all"
+    for images, _ in batches:
+        assert images.permute(0, 2, 3, 1).is_contiguous()
+
+
+def test_ffcv_and_native_give_bitwise_identical_augmented_batches(loader):
+    """Same order helper, same parameter streams, same fused op: the same batches."""
+    native, ffcv = run_epoch(loader("native", "mix"), 2), run_epoch(loader("ffcv", "mix"), 2)
+    for (a, ta), (b, tb) in zip(native, ffcv):
+        assert torch.equal(a, b) and torch.equal(ta, tb)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_static_output_buffers(backend, loader, prepared_data):
+    source = prepared_data[1]["test"][0]
+    eval_loader = loader(backend, "eval")
+    images = torch.empty(50, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    targets = torch.empty(50, dtype=torch.int64)
+    eval_loader.set_output_buffers(images, targets)
+    try:
+        seen = []
+        for x, y in eval_loader:
+            assert x.data_ptr() == images.data_ptr() and y.data_ptr() == targets.data_ptr()
+            seen.append(x.clone())
+        torch.testing.assert_close(torch.cat(seen), normalised(source), **tolerance(backend))
+    finally:
+        eval_loader.set_output_buffers(None, None)
+
+
+def test_dali_graph_is_the_fused_op_spec(prepared_data):
+    """DALI's sampled shift/flip/box, replayed through the reference op, give its output."""
+    data_dir, truth = prepared_data
+    images, labels = (torch.from_numpy(a) for a in truth["train"])
+    dali = create_loader("dali", DATASET, "train", batch_size=64, train=True,
+                         augment=CROP_FLIP_CUTOUT, data_dir=data_dir, seed=9,
+                         expose_params=True)
+    dali.set_epoch(1)
+    order = dali.epoch_indices()
+    for k, (out, targets) in enumerate(dali):
+        batch = order[64 * k:64 * (k + 1)]
+        expected, expected_targets = augment_reference(images, labels, dali.last_params,
+                                                       CROP_FLIP_CUTOUT, indices=batch)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+        assert torch.equal(targets, expected_targets)
+    assert k + 1 == len(dali)
+
+
+@pytest.mark.parametrize("option", [dict(pad_mode="reflect"), dict(erase_prob=0.25)])
+def test_dali_refuses_what_it_cannot_do(option, prepared_data):
+    with pytest.raises(UserError, match="dali backend"):
+        create_loader("dali", DATASET, "train", batch_size=64, train=True,
+                      augment=AugmentConfig.for_dataset(DATASET, **option),
+                      data_dir=prepared_data[0])
+
+
+def test_torchvision_batches_do_not_depend_on_the_workers(loader, prepared_data):
+    with_workers = create_loader("torchvision", DATASET, "train", batch_size=64, train=True,
+                                 augment=CROP_FLIP_CUTOUT, seed=3, num_workers=2,
+                                 data_dir=prepared_data[0])
+    without = run_epoch(loader("torchvision", "aug"), 0)
+    for (a, ta), (b, tb) in zip(run_epoch(with_workers, 0), without):
+        assert torch.equal(a, b) and torch.equal(ta, tb)
+
+
+def test_ffcv_leaves_torch_thread_count_alone(loader, prepared_data):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # FFCV would set 2 (its num_workers) on build and per epoch
+    try:
+        fresh = create_loader("ffcv", DATASET, "test", batch_size=64, train=False,
+                              num_workers=2, data_dir=prepared_data[0])
+        assert torch.get_num_threads() == 1
+        run_epoch(fresh, 0)
+        run_epoch(loader("ffcv", "train"), 5)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_label_smoothing_alone_gives_smoothed_one_hot_targets(backend, prepared_data):
+    data_dir, truth = prepared_data
+    source, labels = truth["test"]
+    config = AugmentConfig.for_dataset(DATASET, padding=0, flip=False, label_smoothing=0.1)
+    smoothing = create_loader(backend, DATASET, "test", batch_size=64, train=False,
+                              augment=config, data_dir=data_dir, num_workers=0)
+    batches = run_epoch(smoothing, 0)
+    targets = torch.cat([b[1] for b in batches])
+    expected = torch.nn.functional.one_hot(torch.from_numpy(labels), 10) * 0.9 + 0.01
+    torch.testing.assert_close(targets, expected.float(), rtol=0, atol=1e-7)
+    images = torch.cat([b[0] for b in batches])
+    torch.testing.assert_close(images, normalised(source), **tolerance(backend))

@@ -1,0 +1,112 @@
+import click
+
+from fastcifar.datasets import DATASETS
+from fastcifar.engine.config import BACKENDS, SCHEDULES
+from fastcifar.engine.recipes import RECIPES
+from fastcifar.errors import UserError
+
+
+def _flag(name, help):
+    """A --x/--no-x switch that is None (recipe default) unless given."""
+    return click.option(f"--{name}/--no-{name}", default=None, help=help)
+
+
+def _parse_epochs(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return tuple(float(m) for m in value.split(",") if m.strip())
+    except ValueError:
+        raise click.BadParameter("give comma-separated epochs, e.g. 150,225") from None
+
+
+@click.command()
+@click.option("--model", metavar="NAME",
+              help="A model from `fastcifar models` (required unless --resume).")
+@click.option("--dataset", type=click.Choice(list(DATASETS)), help="Required unless --resume.")
+@click.option("--data-dir", metavar="DIR",
+              help="Prepared data. Default: $FASTCIFAR_DATA, else ~/.cache/fastcifar.")
+@click.option("--recipe", type=click.Choice(list(RECIPES)),
+              help="Named defaults (see below). Default: fast for resnet9/airbench*, else paper.")
+@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=1), help="Global batch, split over processes.")
+@click.option("--lr", type=float,
+              help="Base lr at the recipe's batch; scaled linearly with the global batch.")
+@click.option("--lr-scaling", type=click.Choice(["linear", "none"]))
+@click.option("--schedule", type=click.Choice(list(SCHEDULES)))
+@click.option("--milestones", metavar="E1,E2,...", callback=_parse_epochs,
+              help="Epochs where a multistep schedule multiplies the lr by gamma.")
+@click.option("--gamma", type=float, help="Multistep lr factor.")
+@click.option("--warmup-epochs", type=float)
+@click.option("--min-lr", type=float)
+@click.option("--momentum", type=float)
+@_flag("nesterov", "Nesterov momentum.")
+@click.option("--wd", "weight_decay", type=float, help="Weight decay (L2).")
+@click.option("--no-decay-bias-bn/--decay-bias-bn", "no_decay_bias_bn", default=None,
+              help="Exempt biases and BN parameters from weight decay.")
+@_flag("zero-init", "Zero-init the last BN gamma of each residual block.")
+@click.option("--drop-path", type=float)
+@_flag("sync-bn", "SyncBatchNorm across processes (CUDA).")
+@click.option("--label-smoothing", type=float)
+@click.option("--mixup", type=float, help="Mixup alpha (0: off).")
+@click.option("--cutmix", type=float, help="CutMix alpha (0: off).")
+@click.option("--cutout", type=int, help="Cutout square size in pixels (0: off).")
+@click.option("--erase-prob", type=float, help="Random-erasing probability.")
+@_flag("ema", "Evaluate an exponential moving average of the weights.")
+@click.option("--ema-decay", type=float)
+@_flag("tta", "Test-time augmentation: average with the mirrored image.")
+@click.option("--eval-batch-size", type=click.IntRange(min=1))
+@click.option("--backend", type=click.Choice(list(BACKENDS)), help="Data loader. Default: native.")
+@click.option("--num-workers", type=click.IntRange(min=0),
+              help="Loader worker processes (ffcv/torchvision).")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), help="Default: auto.")
+@click.option("--gpus", type=click.IntRange(min=1), help="Local processes, one per GPU (NCCL).")
+@click.option("--nproc", type=click.IntRange(min=1),
+              help="Local processes; with --device cpu over gloo.")
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+              help="Compute dtype. Default: bf16 on CUDA, fp32 on the CPU.")
+@_flag("amp", "Mixed precision (--no-amp is --dtype fp32).")
+@_flag("graph", "Capture the train step in a CUDA graph (default on CUDA).")
+@_flag("compile", "torch.compile the model.")
+@_flag("channels-last", "NHWC model and inputs (default on CUDA, off on the CPU).")
+@click.option("--seed", type=int)
+@click.option("--out", metavar="RUNDIR",
+              help="Run directory. Default: runs/<model>-<dataset>-<time>.")
+@click.option("--resume", is_flag=True, default=None,
+              help="Continue RUNDIR from its last checkpoint.")
+@click.option("--force", is_flag=True, default=None, help="Overwrite an existing run in RUNDIR.")
+@_flag("progress", "Show a progress bar.")
+@click.option("--log-every", type=click.IntRange(min=1),
+              help="Batches between progress-bar updates.")
+def train(amp, no_decay_bias_bn, zero_init, **options):
+    """Train a model; writes config.json, metrics.jsonl, checkpoint.pt and summary.json.
+
+    \b
+    Examples:
+      fastcifar train --model resnet20 --dataset cifar10 --epochs 30
+      fastcifar train --model resnext29_8x64d --dataset cifar100 --recipe paper --gpus 4
+      fastcifar train --model resnet9 --dataset cifar10 --recipe fast
+      fastcifar train --model resnet20 --dataset cifar10 --device cpu --nproc 2
+      fastcifar train --resume --out runs/resnet20-cifar10-20250101-120000
+      torchrun --nproc-per-node 8 -m fastcifar train --model wrn28_10 --dataset cifar10
+
+    \b
+    Recipes (flags override any value):
+      paper   SGD 0.9, wd 5e-4, batch 128, lr 0.1, 300 epochs, lr x0.1 at 150/225
+      strong  cosine, 20 warmup epochs, min lr 1e-6, mixup+cutmix 1.0, erasing 0.25,
+              label smoothing 0.1, Nesterov, no decay on bias/BN, zero-init
+      fast    16 epochs, batch 512, linear warmup 3 then linear decay, label smoothing
+              0.2, Nesterov, EMA, flip TTA (resnet9 / airbench94)
+    lr = base lr x global batch / recipe batch (stated in RUNDIR/config.json).
+    """
+    from fastcifar.engine import resolve_config
+    from fastcifar.engine import train as run
+
+    if amp is not None:
+        if options.get("dtype") not in (None, "auto") and (options["dtype"] == "fp32") == amp:
+            raise UserError("--amp/--no-amp contradicts --dtype")
+        if not amp:
+            options["dtype"] = "fp32"
+    options["no_decay_bias_bn"] = no_decay_bias_bn
+    options["zero_init_residual"] = zero_init
+    run(resolve_config(options))

@@ -1,0 +1,75 @@
+"""Checkpoints: everything needed to continue a run exactly, written atomically.
+
+One file, RUNDIR/checkpoint.pt, replaced after every epoch: written to a temporary file
+in the same folder, fsynced, then os.replace'd over the old one, so a crash at any point
+leaves either the previous checkpoint or the new one, never a torn file.
+
+Contents (plain tensors, dicts, lists and numbers, so torch.load(weights_only=True)
+reads it): format, epoch (completed epochs), step (optimizer steps taken), model,
+optimizer, ema (or None), grad_scaler (or None), rng (one entry per rank: CPU and CUDA
+generator states) and history (the metrics.jsonl records so far).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from fastcifar.errors import UserError
+
+FORMAT = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no checkpoint to resume from: {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a torn or foreign file: say which, not a pickle trace
+        raise UserError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not a fastcifar checkpoint (format {FORMAT})")
+    return state
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

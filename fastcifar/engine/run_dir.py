@@ -1,0 +1,94 @@
+"""The run directory: what is in it, when it may be (re)used, and atomic JSON writes.
+
+    RUNDIR/config.json     resolved TrainConfig (+ lr rule, per-rank batch, the options
+                           the user gave, used by --resume)
+    RUNDIR/metrics.jsonl   one JSON object per finished epoch
+    RUNDIR/checkpoint.pt   the latest epoch's checkpoint (see checkpoint.py)
+    RUNDIR/summary.json    written last: its presence means the run finished
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from fastcifar.engine.checkpoint import CHECKPOINT_NAME
+from fastcifar.errors import UserError
+
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.jsonl"
+SUMMARY_NAME = "summary.json"
+RUN_FILES = (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, SUMMARY_NAME)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_metrics(run_dir: Path, records: Iterable[Mapping]) -> None:
+    """Rewrite metrics.jsonl from the full history (atomic; a resumed run's file then
+    holds exactly the epochs its checkpoint has seen)."""
+    write_text_atomic(run_dir / METRICS_NAME, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_saved_options(run_dir: str | os.PathLike) -> dict:
+    """The options a run was started with (for --resume), from its config.json."""
+    path = Path(run_dir) / CONFIG_NAME
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--resume: {run_dir} holds no run ({CONFIG_NAME} is missing)") from None
+    except ValueError as exc:
+        raise UserError(f"--resume: cannot read {path}: {exc}") from None
+    return saved
+
+
+def prepare_run_dir(config) -> Path:
+    """Check that `config` may use its run directory, and make it ready.
+
+    A finished run (summary.json) is never overwritten without --force; nor is an
+    unfinished one, which --resume continues. --force removes the previous run's files.
+    """
+    run_dir = Path(config.out)
+    finished = (run_dir / SUMMARY_NAME).exists()
+    has_run = any((run_dir / name).exists() for name in RUN_FILES)
+    if config.resume:
+        if finished:
+            raise UserError(
+                f"{run_dir} has already finished (summary.json exists); nothing to resume"
+            )
+        if not (run_dir / CHECKPOINT_NAME).exists():
+            raise UserError(
+                f"--resume: {run_dir} has no checkpoint yet; start it again without --resume"
+            )
+        return run_dir
+    if has_run and not config.force:
+        if finished:
+            raise UserError(
+                f"{run_dir} holds a finished run (summary.json exists); pass --force to "
+                "overwrite it or choose another --out"
+            )
+        raise UserError(
+            f"{run_dir} holds an unfinished run; pass --resume to continue it or --force "
+            "to start over"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    return run_dir

@@ -12,6 +12,20 @@ from fastcifar.errors import UserError
 
 
 class _Group(click.Group):
+    def main(self, *args, **kwargs):
+        """Click's usage errors as one line too (click would print usage, hint and error)."""
+        kwargs.pop("standalone_mode", None)
+        try:
+            super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)

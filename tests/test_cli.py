@@ -1,0 +1,52 @@
+"""The command line as a user meets it: help, one-line errors, the models table."""
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from fastcifar.cli import main
+
+
+@pytest.mark.parametrize("args, message", [
+    (["prepare", "--dataset", "cifar11"], "Invalid value for '--dataset'"),
+    (["train", "--model", "resnet20", "--dataset", "cifar10", "--milestones", "a,b"],
+     "Invalid value for '--milestones'"),
+    (["nope"], "No such command 'nope'"),
+    (["train", "--model", "resnet21", "--dataset", "cifar10"], "unknown model 'resnet21'"),
+])
+def test_bad_input_is_one_line_on_stderr(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_every_command_has_help_with_examples():
+    runner = CliRunner()
+    for command in ("prepare", "train", "bench", "models"):
+        result = runner.invoke(main, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "Examples:" in result.output and f"fastcifar {command}" in result.output
+
+
+def test_models_table_lists_the_registry():
+    result = CliRunner().invoke(main, ["models", "resnext29_*"])
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()[1:-1]}
+    assert float(rows["resnext29_16x64d"][0]) == pytest.approx(68.1, abs=0.1)
+    assert float(rows["resnext29_16x64d"][1]) == pytest.approx(21.4, abs=0.1)
+    assert float(rows["resnext29_8x64d"][0]) == pytest.approx(34.4, abs=0.1)
+
+
+def test_python_dash_m_runs_and_import_is_light():
+    out = subprocess.run([sys.executable, "-m", "fastcifar", "--version"], capture_output=True,
+                         text=True, check=True)
+    assert "0.1.0" in out.stdout
+    probe = ("import sys, fastcifar, fastcifar.cli; "
+             "print(sorted(m for m in ('torch', 'numba', 'triton', 'ffcv', 'nvidia.dali') "
+             "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True)
+    assert loaded.stdout.strip() == "[]"

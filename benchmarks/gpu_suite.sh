@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The GPU benchmark suite: install, CUDA tests, then the bench suites, in 8 minutes.
+#
+#   benchmarks/gpu_suite.sh OUTDIR
+#
+# For one machine with one CUDA GPU and no network (torch, triton, numba, click, tqdm,
+# matplotlib, pytest installed; FFCV and DALI are used when present, skipped otherwise).
+# Every stage runs under `timeout`, capped by what is left of the total budget, so one
+# hang cannot eat the run; a failed stage is logged and the next one still runs. Each
+# bench stage rewrites its JSON after every row, so a stage cut short keeps what it
+# measured. Writes into OUTDIR: gpu_suite.log (everything), <stage>.json, and the merged
+# bench.json, bench.md (table), bench.png (plot), history.jsonl (one line per result;
+# append it to benchmarks/history.jsonl to keep it).
+#
+# Knobs (environment): PYTHON (default python), GPU_SUITE_BUDGET_S (default 470).
+set -u -o pipefail
+
+OUT=${1:?usage: benchmarks/gpu_suite.sh OUTDIR}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+BUDGET=${GPU_SUITE_BUDGET_S:-470}
+RESERVE=20  # kept for the final merge
+START=$(date +%s)
+export PYTHONUNBUFFERED=1
+# Nothing prepared on this machine: the bench generates a CIFAR-format set and says so.
+export FASTCIFAR_DATA="$OUT/.no-prepared-data"
+exec > >(tee -a "$OUT/gpu_suite.log") 2>&1
+
+SUMMARY=()
+stage() {  # stage NAME LIMIT_SECONDS COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    local left=$(( BUDGET - RESERVE - ($(date +%s) - START) ))
+    [[ $name == merge ]] && left=$(( BUDGET - ($(date +%s) - START) ))
+    if (( left < 15 )); then
+        echo "=== [$name] not run: ${left}s left of the ${BUDGET}s budget"
+        SUMMARY+=("$name: not run (no time left)")
+        return
+    fi
+    (( limit > left )) && limit=$left
+    echo "=== [$name] $(date +%H:%M:%S), limit ${limit}s: $*"
+    local began=$(date +%s)
+    timeout --kill-after=10 "$limit" "$@"
+    local rc=$? took=$(( $(date +%s) - began ))
+    case $rc in
+        0) SUMMARY+=("$name: ok (${took}s)") ;;
+        124|137) echo "=== [$name] TIMED OUT after ${limit}s"; SUMMARY+=("$name: TIMED OUT (${took}s)") ;;
+        *) echo "=== [$name] FAILED with exit status $rc"; SUMMARY+=("$name: FAILED rc=$rc (${took}s)") ;;
+    esac
+}
+
+has() { "$PY" -c "import $1" >/dev/null 2>&1; }
+
+BENCH=("$PY" -m fastcifar bench --device cuda --repeats 3)
+BACKENDS=(--backend native --backend torchvision)
+for backend in ffcv dali; do
+    module=$backend; [[ $backend == dali ]] && module=nvidia.dali
+    if has "$module"; then
+        BACKENDS+=(--backend "$backend")
+    else
+        echo "note: $backend is not installed here: its pipeline figures are skipped"
+    fi
+done
+
+stage install 90 "$PY" -m pip install --no-deps --no-build-isolation -q -e .
+stage gpu-info 15 nvidia-smi
+stage cuda-tests 150 "$PY" -m pytest -m cuda -q tests
+stage pipeline 75 "${BENCH[@]}" --suite pipeline "${BACKENDS[@]}" --json "$OUT/pipeline.json"
+# The big models, compute-bound: every configuration except compile (minutes to compile).
+stage step-large 110 "${BENCH[@]}" --suite step \
+    --model wrn28_10 --model resnext29_8x64d --model resnext29_16x64d \
+    --config fp32-nchw --config fp32-cl --config bf16-cl --config fp16-cl-scaler \
+    --config bf16-cl-graph --json "$OUT/step-large.json"
+stage e2e 90 "${BENCH[@]}" --suite e2e --model resnet20 --model airbench94 \
+    --model resnext29_16x64d --backend native --backend torchvision --json "$OUT/e2e.json"
+stage step-small 60 "${BENCH[@]}" --suite step --model resnet20 --model airbench94 \
+    --config fp32-nchw --config fp32-cl --config bf16-cl --config fp16-cl-scaler \
+    --config bf16-cl-graph --json "$OUT/step-small.json"
+# Last: torch.compile (what `fastcifar train --compile` runs, with and without the graph).
+stage step-compile 120 "${BENCH[@]}" --suite step --model resnet20 --model airbench94 \
+    --config bf16-cl-compile-graph --config bf16-cl-compile --json "$OUT/step-compile.json"
+
+REPORTS=()
+for name in pipeline step-large e2e step-small step-compile; do
+    [[ -f "$OUT/$name.json" ]] && REPORTS+=("$OUT/$name.json")
+done
+if (( ${#REPORTS[@]} )); then
+    stage merge 20 "$PY" -m fastcifar.bench.merge --json "$OUT/bench.json" \
+        --markdown "$OUT/bench.md" --plot "$OUT/bench.png" --history "$OUT/history.jsonl" \
+        "${REPORTS[@]}"
+fi
+
+echo "=== summary ($(( $(date +%s) - START ))s of ${BUDGET}s)"
+printf '  %s\n' "${SUMMARY[@]}"

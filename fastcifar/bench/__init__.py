@@ -1,0 +1,28 @@
+"""`fastcifar bench`: images/s of the data pipelines, the training step and both together.
+
+    from fastcifar.bench import resolve_bench_config, run_bench
+    report = run_bench(resolve_bench_config(suite="step", quick=True))
+
+Method (what makes the figures comparable): warm-up excluded; medians of several timed
+repeats; CUDA events on the GPU, perf_counter + synchronize on the CPU; every figure is
+set beside the baseline it beats, measured in the same run (torchvision DataLoader for
+loaders, the torch reference for the augmentation op, eager fp32 NCHW for the step, the
+step alone for e2e); device ceilings (matmul TFLOP/s, copy bandwidth) measured in the
+same run too.
+
+Modules: config (BenchConfig, step configurations, budgets), timing, env, probes, data
+(prepared or generated data), training (the engine's pieces), pipeline/step/e2e (the
+suites), run (run_bench), report (table, JSON, history), plot. Importing this package
+imports neither torch nor matplotlib.
+"""
+from fastcifar.bench.config import SUITES, BenchConfig, resolve_bench_config
+
+
+def run_bench(config: BenchConfig, **kwargs) -> dict:
+    """See fastcifar.bench.run.run_bench."""
+    from fastcifar.bench.run import run_bench as run
+
+    return run(config, **kwargs)
+
+
+__all__ = ["SUITES", "BenchConfig", "resolve_bench_config", "run_bench"]

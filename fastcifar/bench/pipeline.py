@@ -1,0 +1,110 @@
+"""Pipeline suite: each loader alone, then the bare augmentation op per implementation.
+
+Loaders run with the same augmentation (pad-4 crop, flip, cutout, normalise) into the
+compute dtype on the chosen device; nothing consumes the batches, so the figure is the
+most images/s that backend could feed a step. A repeat is one whole epoch (every epoch
+pays its own start-up: worker processes, pipeline builds), the first epoch is warm-up,
+and the torchvision DataLoader runs first so every other loader is set against it.
+
+The augmentation op (reference torch ops as its baseline; numba on the CPU, Triton on
+CUDA) is timed by fastcifar.augment.bench.measure_augment; its bytes/s (uint8 read +
+output written) is set against the device's copy bandwidth measured in the same run.
+"""
+from __future__ import annotations
+
+import gc
+from functools import partial
+
+import torch
+
+from fastcifar.bench.config import BASELINE_BACKEND
+from fastcifar.bench.context import (
+    TORCH_DTYPES, Skip, SuiteContext, Task, make_result, set_ratio,
+)
+from fastcifar.bench.data import missing_backend
+from fastcifar.bench.timing import Timing
+
+BASELINE_IMPL = "reference"
+
+
+def pipeline_tasks(ctx: SuiteContext) -> list[Task]:
+    baselines: dict[str, float] = {}
+    tasks = [Task("pipeline", "loader", partial(measure_one_loader, ctx, baselines),
+                  backend=backend)
+             for backend in ctx.config.pipeline_backends()]
+    impls = (BASELINE_IMPL, "triton" if ctx.device.type == "cuda" else "numba")
+    tasks += [Task("pipeline", f"augment-op:{impl}",
+                   partial(measure_augment_op, ctx, baselines, impl)) for impl in impls]
+    return tasks
+
+
+def bench_augment_config(dataset: str):
+    """crop + flip + cutout (the dataset's default size) + normalise: every backend's job."""
+    from fastcifar.augment import AugmentConfig
+    from fastcifar.datasets import get_dataset
+
+    return AugmentConfig.for_dataset(dataset, cutout=get_dataset(dataset).default_cutout)
+
+
+def measure_one_loader(ctx: SuiteContext, baselines: dict, task: Task) -> dict:
+    reason = missing_backend(task.backend)
+    if reason:
+        raise Skip(reason)
+    from fastcifar.pipelines import create_loader, measure_loader
+
+    config, budget = ctx.config, ctx.config.budget
+    batch_size = config.batch_size or budget.loader_batch_size
+    dtype = ctx.compute_dtype
+    data = ctx.data.get()
+    loader = create_loader(task.backend, config.dataset, "train", batch_size=batch_size,
+                           train=True, augment=bench_augment_config(config.dataset),
+                           device=ctx.device, dtype=TORCH_DTYPES[dtype],
+                           data_dir=data.data_dir, seed=config.seed, num_workers=config.workers)
+    try:
+        batches = len(loader)
+        if batches == 0:
+            raise Skip(f"batch size {batch_size} is larger than the training set")
+        seconds = []
+        for repeat in range(budget.repeats):
+            # One epoch per repeat; the first call also runs one untimed warm-up epoch.
+            measured = measure_loader(loader, epochs=1, warmup_epochs=int(repeat == 0),
+                                      device=ctx.device)
+            seconds.append(measured["seconds"])
+    finally:
+        del loader
+        gc.collect()  # ends worker processes and frees device memory before the next one
+    timing = Timing(seconds=tuple(seconds), calls_per_repeat=batches,
+                    items_per_call=batch_size, warmup_calls=batches)
+    row = make_result(task, device=ctx.device, dtype=dtype, batch_size=batch_size,
+                      images_per_sec=timing.items_per_sec, timing=timing,
+                      num_workers=0 if task.backend == "native" else config.workers,
+                      data="synthetic" if data.synthetic else "prepared")
+    if task.backend == BASELINE_BACKEND:
+        baselines["loader"] = row["images_per_sec"]
+    return set_ratio(row, BASELINE_BACKEND, baselines.get("loader"))
+
+
+def measure_augment_op(ctx: SuiteContext, baselines: dict, impl: str, task: Task) -> dict:
+    from fastcifar.augment.bench import measure_augment
+
+    config, budget = ctx.config, ctx.config.budget
+    batch_size = config.batch_size or budget.loader_batch_size
+    dtype = ctx.compute_dtype
+    measured = measure_augment(impl, batch_size, ctx.device, TORCH_DTYPES[dtype],
+                               seconds=budget.augment_seconds,
+                               config=bench_augment_config(config.dataset))
+    if ctx.device.type == "cuda":
+        torch.cuda.empty_cache()
+    bandwidth = ctx.bandwidth_gbs() * 1e9
+    row = make_result(task, device=ctx.device, dtype=dtype, batch_size=batch_size,
+                      images_per_sec=measured["images_per_sec"], impl=impl,
+                      repeats=measured.get("repeats"),
+                      calls_per_repeat=measured.get("calls_per_repeat"),
+                      bytes_per_sec=measured["bytes_per_sec"],
+                      bandwidth_fraction=measured["bytes_per_sec"] / bandwidth)
+    datasheet = ctx.env.get("datasheet_bandwidth_gbs")
+    if datasheet:
+        row["datasheet_bandwidth_fraction"] = measured["bytes_per_sec"] / (datasheet * 1e9)
+    if impl == BASELINE_IMPL:
+        baselines["augment"] = row["images_per_sec"]
+    return set_ratio(row, f"augment-op:{BASELINE_IMPL}", baselines.get("augment"))

@@ -94,3 +94,32 @@ def configure_backends(config, device: torch.device) -> None:
     if config.dtype == "fp32":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def build_step_state(config, model: nn.Module, device: torch.device):
+    """(buffers, optimizer, grad_scaler) of a step: static buffers with the lr as a device
+    tensor the optimizer reads, and a GradScaler for fp16 (eager only)."""
+    from fastcifar.engine.optim import build_optimizer
+    from fastcifar.engine.step import StepBuffers
+
+    buffers = StepBuffers.allocate(
+        config.per_rank_batch_size,
+        get_dataset(config.dataset).num_classes,
+        soft_targets=config.soft_targets,
+        lr=torch.zeros((), dtype=torch.float32, device=device),
+        dtype=TORCH_DTYPES[config.dtype],
+        channels_last=config.channels_last,
+    )
+    optimizer = build_optimizer(model, config, buffers.lr)
+    grad_scaler = torch.amp.GradScaler("cuda") if config.dtype == "fp16" else None
+    return buffers, optimizer, grad_scaler
+
+
+def build_runner(config, ctx, model: nn.Module, optimizer, buffers, grad_scaler):
+    """The runner (eager, or CUDA graph) of forward + loss + backward + update."""
+    from fastcifar.engine.step import TrainStep, make_runner
+
+    step = TrainStep(wrap_for_training(model, config, ctx), optimizer, buffers,
+                     label_smoothing=loss_label_smoothing(config), dtype=config.dtype,
+                     grad_scaler=grad_scaler)
+    return make_runner(step, graph=config.graph, distributed=ctx.distributed)

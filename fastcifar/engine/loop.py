@@ -16,20 +16,18 @@ from pathlib import Path
 
 import torch
 
-from fastcifar.datasets import get_dataset
 from fastcifar.engine import build, dist
 from fastcifar.engine.checkpoint import (
     CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
 from fastcifar.engine.ema import EMA
 from fastcifar.engine.evaluate import evaluate
-from fastcifar.engine.optim import build_optimizer
 from fastcifar.engine.progress import EpochProgress, epoch_line, rates
 from fastcifar.engine.run_dir import (
     CONFIG_NAME, SUMMARY_NAME, prepare_run_dir, write_json_atomic, write_metrics,
 )
 from fastcifar.engine.schedule import build_schedule, lr_at
-from fastcifar.engine.step import SEEN, StepBuffers, TrainStep, make_runner
+from fastcifar.engine.step import SEEN
 from fastcifar.errors import UserError
 
 
@@ -84,30 +82,16 @@ class Trainer:
             )
         self.schedule = build_schedule(config, self.steps_per_epoch)
 
-        self.buffers = StepBuffers.allocate(
-            config.per_rank_batch_size,
-            get_dataset(config.dataset).num_classes,
-            soft_targets=config.soft_targets,
-            lr=torch.zeros((), dtype=torch.float32, device=device),
-            dtype=build.TORCH_DTYPES[config.dtype],
-            channels_last=config.channels_last,
-        )
-        self.optimizer = build_optimizer(self.model, config, self.buffers.lr)
+        self.buffers, self.optimizer, self.grad_scaler = build.build_step_state(
+            config, self.model, device)
         self.ema = EMA(self.model, config.ema_decay, config.ema_every) if config.ema else None
-        self.grad_scaler = torch.amp.GradScaler("cuda") if config.dtype == "fp16" else None
 
         self.epoch, self.step, self.history = 0, 0, []
         rng = None
         if config.resume:
             rng = self._restore(load_checkpoint(self.run_dir / CHECKPOINT_NAME))
-        train_model = build.wrap_for_training(self.model, config, ctx)
-        self.runner = make_runner(
-            TrainStep(train_model, self.optimizer, self.buffers,
-                      label_smoothing=build.loss_label_smoothing(config), dtype=config.dtype,
-                      grad_scaler=self.grad_scaler),
-            graph=config.graph,
-            distributed=ctx.distributed,
-        )
+        self.runner = build.build_runner(config, ctx, self.model, self.optimizer,
+                                         self.buffers, self.grad_scaler)
         # Restored last: building above may draw random numbers, the epochs must not see it.
         if rng is not None:
             set_rng_state(rng, device)

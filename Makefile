@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 # demo knobs: SOURCE=path/to/cifar-10-python.tar.gz works offline
 SOURCE ?=
-DEMO_EPOCHS ?= 2
+DEMO_EPOCHS ?= 1
 
 .PHONY: setup demo test bench clean
 setup: $(VENV)/.installed

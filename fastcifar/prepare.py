@@ -17,7 +17,7 @@ from fastcifar.datasets import DATASETS, SPLITS, get_dataset
 from fastcifar.download import download, is_url
 from fastcifar.errors import UserError
 from fastcifar.shard_writers import WRITERS
-from fastcifar.sources import md5_of, read_source
+from fastcifar.sources import file_digest, read_source
 from fastcifar.storage import (
     FORMAT_VERSION, FORMATS, dataset_dir, read_manifest, sha256_of, shard_names,
     write_manifest,
@@ -119,7 +119,7 @@ def _resolve_source(spec, config: PrepareConfig, data_root: Path, log):
         # Extracted folders are checked member by member (python layout) while reading.
         return path, None, config.checksum
     official = {spec.python.md5: "python", spec.binary.md5: "binary"}
-    md5 = md5_of(path)
+    md5 = file_digest(path, "md5")
     for other in DATASETS.values():
         if other.name != spec.name and md5 in (other.python.md5, other.binary.md5):
             raise UserError(f"{path} is the {other.name} archive; use --dataset {other.name}")

@@ -30,8 +30,9 @@ class SourceData:
     layout: str
 
 
-def md5_of(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.md5()
+def file_digest(path: Path, algorithm: str, chunk: int = 1 << 22) -> str:
+    """Hex digest of a file read in 4 MiB blocks (md5 for sources, sha256 for shards)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)

@@ -11,7 +11,6 @@ Layout of DIR/<dataset>/ (DIR: --data-dir, else $FASTCIFAR_DATA, else ~/.cache/f
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from fastcifar.datasets import SPLITS, get_dataset
 from fastcifar.errors import UserError
+from fastcifar.sources import file_digest
 
 FORMAT_VERSION = 1
 FORMATS = ("native", "ffcv", "dali")
@@ -44,12 +44,8 @@ def shard_names(fmt: str, split: str) -> list[str]:
     }[fmt]
 
 
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_of(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def prepare_command(dataset: str, data_dir=None, fmt: str = "native") -> str:

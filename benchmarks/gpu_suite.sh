@@ -12,14 +12,14 @@
 # bench.json, bench.md (table), bench.png (plot), history.jsonl (one line per result;
 # append it to benchmarks/history.jsonl to keep it).
 #
-# Knobs (environment): PYTHON (default python), GPU_SUITE_BUDGET_S (default 470).
+# Knobs (environment): PYTHON (default python3), GPU_SUITE_BUDGET_S (default 470).
 set -u -o pipefail
 
 OUT=${1:?usage: benchmarks/gpu_suite.sh OUTDIR}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 BUDGET=${GPU_SUITE_BUDGET_S:-470}
 RESERVE=20  # kept for the final merge
 START=$(date +%s)

@@ -102,7 +102,7 @@ def test_flags_override_the_recipe_and_epochs_rescale_its_shape():
 
 def test_execution_defaults_per_device():
     cpu = resolve()
-    assert (cpu.device, cpu.dtype, cpu.graph, cpu.channels_last) == ("cpu", "fp32", False, False)
+    assert (cpu.device, cpu.dtype, cpu.graph, cpu.channels_last) == ("cpu", "fp32", False, True)
     gpu = resolve(cuda=1)
     assert (gpu.device, gpu.dtype, gpu.graph, gpu.channels_last) == ("cuda", "bf16", True, True)
     fp16 = resolve(cuda=1, dtype="fp16")

@@ -68,7 +68,7 @@ def _parse_epochs(ctx, param, value):
 @_flag("amp", "Mixed precision (--no-amp is --dtype fp32).")
 @_flag("graph", "Capture the train step in a CUDA graph (default on CUDA).")
 @_flag("compile", "torch.compile the model.")
-@_flag("channels-last", "NHWC model and inputs (default on CUDA, off on the CPU).")
+@_flag("channels-last", "NHWC model and inputs (default: on).")
 @click.option("--seed", type=int)
 @click.option("--out", metavar="RUNDIR",
               help="Run directory. Default: runs/<model>-<dataset>-<time>.")

@@ -29,20 +29,29 @@ def augment_reference(images: torch.Tensor, labels: torch.Tensor, params: Augmen
     batch_labels = labels if indices is None else labels[indices]
     values = _augmented_pixels(batch, params, config, make_lut(config, device=images.device))
     if config.mixing:
-        a = torch.where(_box_mask(params.mix_box), 0.0, params.mix_weight[:, None, None])
-        a = a[..., None]
+        a = mix_weights(params)[..., None]
         values = a * values + (1 - a) * values[params.partner]
     out.copy_(values.permute(0, 3, 1, 2))  # [B,H,W,C] -> NCHW view; copy_ rounds to dtype
 
     if config.soft_targets:
-        onehot = torch.nn.functional.one_hot(batch_labels, config.num_classes).float()
-        w = params.target_weight[:, None]
-        mixed = w * onehot + (1 - w) * onehot[params.partner]
-        keep, fill = target_coefficients(config)
-        out_targets.copy_(mixed * keep + fill)
+        out_targets.copy_(soft_targets(batch_labels, params, config))
     else:
         out_targets.copy_(batch_labels)
     return out, out_targets
+
+
+def mix_weights(params: AugmentParams) -> torch.Tensor:
+    """[B, H, W] float32: the weight a of each sample's own pixel (0 in its mix box)."""
+    return torch.where(_box_mask(params.mix_box), 0.0, params.mix_weight[:, None, None])
+
+
+def soft_targets(labels: torch.Tensor, params: AugmentParams,
+                 config: AugmentConfig) -> torch.Tensor:
+    """float32 [B, K]: keep * (w * onehot(y_b) + (1 - w) * onehot(y_partner)) + fill."""
+    onehot = torch.nn.functional.one_hot(labels, config.num_classes).float()
+    w = params.target_weight[:, None]
+    keep, fill = target_coefficients(config)
+    return (w * onehot + (1 - w) * onehot[params.partner]) * keep + fill
 
 
 def _augmented_pixels(batch: torch.Tensor, params: AugmentParams, config: AugmentConfig,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastcifar.atomic import atomic_write
 from fastcifar.datasets import SPLITS, get_dataset
 from fastcifar.errors import UserError
 from fastcifar.sources import file_digest
@@ -114,6 +115,5 @@ def load(dataset: str, split: str, data_dir=None, verify: bool = True, mmap: boo
 
 def write_manifest(folder: Path, manifest: dict) -> None:
     """Write the manifest atomically: a reader sees the old file or the whole new one."""
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / MANIFEST)
+    with atomic_write(folder / MANIFEST) as f:
+        f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

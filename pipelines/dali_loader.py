@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastcifar.augment import AugmentConfig, identity_params, sample_params
+from fastcifar.augment import AugmentConfig, identity_params
 from fastcifar.errors import MissingExtraError, UserError
 from fastcifar.pipelines.base import (
     AUGMENT_STREAM, MIX_STREAM, ORDER_STREAM, BaseLoader, LoaderSpec, derive_seed,
     make_generator, samples_per_rank, shard_bounds,
 )
-from fastcifar.pipelines.mixing import mix_batch
+from fastcifar.pipelines.mixing import BatchMixer
 
 IMAGE_SIZE = 32
 MAX_SHUFFLE_BUFFER = 1 << 16  # samples; CIFAR's 50k train split (150 MB) fits whole
@@ -157,9 +157,8 @@ class DALILoader(BaseLoader):
         batches = DALIGenericIterator([pipe], ["images", "labels", *self.param_names],
                                       reader_name="reader", last_batch_policy=policy,
                                       auto_reset=False)
-        mixing = None
-        if s.augment.soft_targets:
-            mixing = make_generator(derive_seed(s.seed, self.epoch, MIX_STREAM, s.rank), s.device)
+        mix = BatchMixer(s.augment, make_generator(
+            derive_seed(s.seed, self.epoch, MIX_STREAM, s.rank), s.device), s.device)
         # Capped at len(self): with rotating blocks a rank may read one sample more than
         # another, and every rank must run the same number of batches.
         for _, (data,) in zip(range(len(self)), batches):
@@ -168,10 +167,7 @@ class DALILoader(BaseLoader):
             targets = data["labels"].view(-1).to(s.device, non_blocking=True)
             if self.expose_params:
                 self.last_params = _params_from(data, images.shape[0])
-            if mixing is not None:
-                params = sample_params(s.augment, images.shape[0], mixing, s.device)
-                images, targets = mix_batch(images, targets, params, s.augment)
-            yield self.deliver(images, targets)
+            yield self.deliver(*mix(images, targets))
 
 
 def _sample_number(source_info: np.ndarray) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from fastcifar.augment import AugmentConfig
-from fastcifar.augment.params import AugmentParams
+from fastcifar.augment.params import AugmentParams, sample_params
 from fastcifar.augment.reference import mix_weights, soft_targets
 
 
@@ -25,3 +25,19 @@ def mix_batch(images: torch.Tensor, labels: torch.Tensor, params: AugmentParams,
         mixed = a * source + (1 - a) * source[params.partner]
         images = mixed.to(images.dtype).contiguous(memory_format=torch.channels_last)
     return images, soft_targets(labels, params, config)
+
+
+class BatchMixer:
+    """Per-epoch mixing of a float batch (loaders whose images arrive per image already
+    augmented): a no-op unless the config wants soft targets."""
+
+    def __init__(self, config: AugmentConfig, generator: torch.Generator | None,
+                 device: torch.device):
+        self.config, self.device = config, device
+        self.generator = generator if config.soft_targets else None
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
+        if self.generator is None:
+            return images, labels
+        params = sample_params(self.config, images.shape[0], self.generator, self.device)
+        return mix_batch(images, labels, params, self.config)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastcifar.augment import AugmentConfig, sample_params
+from fastcifar.augment import AugmentConfig
 from fastcifar.pipelines.base import (
     AUGMENT_STREAM, MIX_STREAM, BaseLoader, LoaderSpec, derive_seed, make_generator,
 )
-from fastcifar.pipelines.mixing import mix_batch
+from fastcifar.pipelines.mixing import BatchMixer
 
 IMAGE_SIZE = 32
 
@@ -119,17 +119,13 @@ class TorchvisionLoader(BaseLoader):
 
     def __iter__(self):
         s = self.spec
-        mixing = None
-        if s.augment.soft_targets:
-            mixing = make_generator(derive_seed(s.seed, self.epoch, MIX_STREAM, s.rank), s.device)
+        mix = BatchMixer(s.augment, make_generator(
+            derive_seed(s.seed, self.epoch, MIX_STREAM, s.rank), s.device), s.device)
         for images, labels in self.data_loader:
             images = images.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW channels_last
             images = images.to(s.device, s.dtype, non_blocking=True)
             targets = labels.to(s.device, non_blocking=True)
-            if mixing is not None:
-                params = sample_params(s.augment, images.shape[0], mixing, s.device)
-                images, targets = mix_batch(images, targets, params, s.augment)
-            yield self.deliver(images, targets)
+            yield self.deliver(*mix(images, targets))
 
 
 def build(spec: LoaderSpec, *, persistent_workers: bool = False) -> TorchvisionLoader:

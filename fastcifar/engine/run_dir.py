@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from fastcifar.atomic import atomic_write
 from fastcifar.engine.checkpoint import CHECKPOINT_NAME
 from fastcifar.errors import UserError
 
@@ -23,15 +24,8 @@ RUN_FILES = (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, SUMMARY_NAME)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as f:
+        f.write(text)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fastcifar.errors import MissingExtraError
+from fastcifar.threads import keep_thread_counts
 
 
 def write_native(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
@@ -30,22 +31,16 @@ class _Pairs:
 
 def write_ffcv(folder: Path, split: str, images: np.ndarray, labels: np.ndarray,
                num_workers: int = 2) -> None:
-    import torch
-
-    threads = torch.get_num_threads()  # importing ffcv sets torch's thread count to 1
-    try:
-        from ffcv.fields import IntField, NDArrayField
-        from ffcv.writer import DatasetWriter
-    except ImportError:
-        torch.set_num_threads(threads)
-        raise MissingExtraError("ffcv", "ffcv") from None
-    try:
+    with keep_thread_counts():
+        try:
+            from ffcv.fields import IntField, NDArrayField
+            from ffcv.writer import DatasetWriter
+        except ImportError:
+            raise MissingExtraError("ffcv", "ffcv") from None
         (folder / "ffcv").mkdir(parents=True, exist_ok=True)
         fields = {"image": NDArrayField(np.dtype("uint8"), (32, 32, 3)), "label": IntField()}
         writer = DatasetWriter(str(folder / f"ffcv/{split}.beton"), fields, num_workers=num_workers)
         writer.from_indexed_dataset(_Pairs(images, labels), chunksize=1000)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def write_dali(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:

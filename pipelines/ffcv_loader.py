@@ -17,7 +17,6 @@ there anyway; this way every backend but DALI visits the same samples in the sam
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 from itertools import repeat
 
 import numpy as np
@@ -25,25 +24,12 @@ import torch
 
 from fastcifar.augment import augment, identity_params
 from fastcifar.errors import MissingExtraError
+from fastcifar.threads import keep_thread_counts
 from fastcifar.pipelines.base import (
     AUGMENT_STREAM, BaseLoader, LoaderSpec, batch_sizes, copy_images, derive_seed,
     iter_batch_params, make_generator, spec_epoch_indices,
 )
 from fastcifar.pipelines.mixing import mix_batch
-
-
-@contextmanager
-def keep_thread_counts():
-    """FFCV sets torch's (and numba's) thread count on import, in Loader() and per epoch;
-    put back what the caller had."""
-    import numba
-
-    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(torch_threads)
-        numba.set_num_threads(numba_threads)
 
 
 def _order_factory(spec: LoaderSpec, num_samples: int):
@@ -115,7 +101,6 @@ class FFCVLoader(BaseLoader):
         return len(self.ffcv_loader)
 
     def __iter__(self):
-        spec = self.spec
         if not self.compiled:
             print("ffcv: compiling the loading pipeline for the first epoch "
                   "(10-40 s, once per loader)", file=sys.stderr)

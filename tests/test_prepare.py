@@ -74,8 +74,12 @@ def test_dali_shard_holds_exact_records(tmp_path):
 def test_ffcv_shard_is_written_and_listed(tmp_path):
     from ffcv.reader import Reader
 
+    import torch
+
     archive, truth = make_cifar_archive(tmp_path / "a.tar.gz", train_size=50, test_size=20)
+    threads = torch.get_num_threads()
     _prepare(archive, tmp_path / "data", formats=("ffcv",))
+    assert torch.get_num_threads() == threads  # importing ffcv would set it to 1
     root = dataset_dir("cifar10", tmp_path / "data")
     manifest = json.loads((root / MANIFEST).read_text())
     assert manifest["formats"] == ["native", "ffcv"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from fastcifar.datasets import get_dataset
-from fastcifar.engine.recipes import RECIPES, default_recipe, get_recipe
+from fastcifar.engine.recipes import RECIPES, Hyperparameters, default_recipe, get_recipe
 from fastcifar.errors import UserError
 
 BACKENDS = ("native", "ffcv", "dali", "torchvision")
@@ -31,8 +31,10 @@ RUNTIME_FIELDS = frozenset(
 INPUT_ONLY_KEYS = frozenset({"gpus", "nproc"})
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Hyperparameters):
+    """Hyperparameters (defaults come from the recipe) plus everything else a run needs."""
+
     model: str
     dataset: str
     recipe: str
@@ -41,37 +43,15 @@ class TrainConfig:
     backend: str = "native"
     data_dir: str | None = None
     num_workers: int = 2
-    # optimisation (defaults come from the recipe)
-    epochs: int = 300
+    # optimisation beyond the recipe's choices
     batch_size: int = 128  # global, summed over processes
     reference_batch_size: int = 128  # the batch the recipe's lr is quoted at
     base_lr: float = 0.1  # lr at reference_batch_size
     lr_scaling: str = "linear"  # "linear" | "none"
     lr: float = 0.1  # peak lr actually used (see lr_rule)
-    schedule: str = "multistep"
-    milestones: tuple[float, ...] = ()
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    min_lr: float = 0.0
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    no_decay_bias_bn: bool = False
     # model
-    zero_init_residual: bool = False
     drop_path: float = 0.0
     sync_bn: bool = False
-    # augmentation (applied by the loader) and loss
-    label_smoothing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    erase_prob: float = 0.0
-    cutout: int = 0
-    # weight averaging and evaluation
-    ema: bool = False
-    ema_decay: float = 0.999
-    ema_every: int = 1
-    tta: bool = False
     eval_batch_size: int = 500
     # execution
     device: str = "cpu"  # "cuda" | "cpu" (resolved)

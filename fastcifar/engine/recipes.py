@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from fastcifar.errors import UserError
 
 
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    epochs: int
-    batch_size: int  # global batch; also the reference batch of `lr`
-    lr: float
-    schedule: str  # "multistep" | "cosine" | "linear" (warmup, then linear decay)
+@dataclass(frozen=True, kw_only=True)
+class Hyperparameters:
+    """What a recipe chooses; a run's TrainConfig carries the same fields (flags override)."""
+
+    epochs: int = 300
+    schedule: str = "multistep"  # "multistep" | "cosine" | "linear" (warmup, then linear decay)
     milestones: tuple[float, ...] = ()  # epochs, for multistep
     gamma: float = 0.1
     warmup_epochs: float = 0.0
@@ -43,15 +42,24 @@ class Recipe:
     weight_decay: float = 5e-4
     no_decay_bias_bn: bool = False
     zero_init_residual: bool = False
+    # augmentation (applied by the loader) and loss
     label_smoothing: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
     erase_prob: float = 0.0
     cutout: int = 0
+    # weight averaging and evaluation
     ema: bool = False
     ema_decay: float = 0.999
     ema_every: int = 1
     tta: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe(Hyperparameters):
+    name: str
+    batch_size: int  # global batch; also the reference batch of `lr`
+    lr: float
 
 
 RECIPES: dict[str, Recipe] = {

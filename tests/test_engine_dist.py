@@ -2,13 +2,15 @@
 path as `--gpus N` over NCCL (spawned workers, DDP, sharded loaders, all-reduced metrics)."""
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 import torch.distributed as dist
 
 from fastcifar.engine import loop
-from fastcifar.engine.dist import WorkerFailed, launch_local
+from fastcifar.engine.dist import WorkerFailed, _free_port, launch_local
 from fastcifar.engine.config import resolve_config
 from fastcifar.errors import UserError
 from tests.test_engine_train import prepare_dataset
@@ -68,3 +70,24 @@ def test_a_dead_worker_stops_the_run_with_a_clear_message():
 def test_a_user_error_in_a_worker_comes_back_as_one_line():
     with pytest.raises(UserError, match="^no data for rank 0$"):
         launch_local(raise_user_error, 2, "cpu")
+
+
+def test_torchrun_starts_the_same_run_from_its_environment(dist_data, tmp_path):
+    """`torchrun ... -m fastcifar train` (the several-machines path, here one machine with
+    two processes): each process joins from RANK/WORLD_SIZE/MASTER_ADDR, rank 0 writes."""
+    out = tmp_path / "torchrun"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
+        "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+        "-m", "fastcifar", "train", "--model", "resnet20", "--dataset", "cifar10",
+        "--data-dir", dist_data, "--out", str(out), "--device", "cpu", "--epochs", "1",
+        "--batch-size", "40", "--no-progress",
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads((out / "config.json").read_text())
+    assert written["world_size"] == 2 and written["per_rank_batch_size"] == 20
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ranks_in_sync"] is True
+    assert result.stdout.count("epoch 1/1") == 1  # one rank reports

@@ -12,6 +12,7 @@ that same one-line message).
 """
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import sys
@@ -100,9 +101,22 @@ def init_process(device_type: str, *, rank: int, world_size: int, local_rank: in
                        local_rank=local_rank, local_world_size=local_world_size)
 
 
-def shutdown(ctx: DistContext) -> None:
-    if ctx.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(ctx: DistContext, *, clean: bool = True) -> None:
+    """Leave the process group; `clean` when this rank finished its work.
+
+    A clean exit waits for every rank (no rank tears down while another is still in a
+    collective) and first collects what still holds the group (DDP's reducer sits in
+    reference cycles), so gloo's threads are joined here and not during interpreter
+    shutdown, where they abort the process ("terminate called without an active
+    exception"). A failing rank must not wait: the others may never arrive.
+    """
+    if not (ctx.distributed and dist.is_initialized()):
+        return
+    if clean:
+        gc.collect()
+        dist.barrier()
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
@@ -193,11 +207,18 @@ def _worker_entry(rank, worker, world_size, device_type, graph, port, error_dir,
         )
         try:
             worker(ctx, *args)
-        finally:
-            shutdown(ctx)
+        except BaseException:
+            shutdown(ctx, clean=False)
+            raise
+        shutdown(ctx)
     except UserError as exc:
         (Path(error_dir) / f"rank{rank}.txt").write_text(str(exc))
         sys.exit(_EXIT_USER_ERROR)
+    # The work is done and the group is gone: nothing is left for interpreter shutdown
+    # to tear down except what can only go wrong there (native threads of the backends).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _first_user_error(error_dir: Path) -> str | None:

@@ -46,9 +46,12 @@ def train(config) -> dict:
             if ctx.is_main:
                 prepare_run_dir(config)
             dist.barrier(ctx)
-            return Trainer(ctx, config).run()
-        finally:
-            dist.shutdown(ctx)
+            summary = Trainer(ctx, config).run()
+        except BaseException:
+            dist.shutdown(ctx, clean=False)
+            raise
+        dist.shutdown(ctx)
+        return summary
     run_dir = prepare_run_dir(config)
     if config.world_size > 1:
         dist.launch_local(run_worker, config.world_size, config.device, (config,),

@@ -4,7 +4,9 @@ One pipeline per epoch, seeded from (seed, epoch): DALI's random state only move
 forward, so building afresh is what makes `set_epoch(e)` reproducible on its own (a
 CPU pipeline builds in milliseconds; the tar index is cached, see dali_index.py).
 Operators run on the GPU when the loader's device is CUDA, on DALI's CPU threads
-otherwise. Mixup/cutmix and label smoothing are applied to the batch afterwards
+otherwise: pad-crop (zero or reflect padding), flip, normalisation and cutout. Random
+erasing (a box from ten rejection-sampled tries, which DALI's per-sample arithmetic
+cannot select), mixup/cutmix and label smoothing are applied to the batch afterwards
 (mixing.py) with the same parameter sampler as the fused op.
 
 Sharding is DALI's own: rank r reads the contiguous block (r + epoch) % W of the archive
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from fastcifar.augment import AugmentConfig, identity_params
-from fastcifar.errors import MissingExtraError, UserError
+from fastcifar.errors import MissingExtraError
 from fastcifar.pipelines.base import (
     AUGMENT_STREAM, MIX_STREAM, ORDER_STREAM, BaseLoader, LoaderSpec, derive_seed,
     make_generator, samples_per_rank, shard_bounds,
@@ -44,11 +46,16 @@ def augment_graph(images, config: AugmentConfig, expose_params: bool = False):
     params = {}
     if config.padding > 0:
         p = config.padding
-        # Output (y, x) reads source (y + dy, x + dx); outside reads uint8 0, as the op.
+        # Output (y, x) reads source (y + dy, x + dx); outside reads uint8 0 or the
+        # mirrored pixel, as the op.
         shift = fn.random.uniform(values=[float(v) for v in range(-p, p + 1)], shape=[2],
                                   dtype=types.INT32)
-        images = fn.slice(images, start=shift, shape=[IMAGE_SIZE, IMAGE_SIZE],
-                          axis_names="HW", out_of_bounds_policy="pad", fill_values=0)
+        if config.pad_mode == "reflect":
+            images = fn.slice(reflect_pad(images, p), start=shift + p,
+                              shape=[IMAGE_SIZE, IMAGE_SIZE], axis_names="HW")
+        else:
+            images = fn.slice(images, start=shift, shape=[IMAGE_SIZE, IMAGE_SIZE],
+                              axis_names="HW", out_of_bounds_policy="pad", fill_values=0)
         params["shift"] = shift
     mirror = fn.random.coin_flip(probability=0.5, dtype=types.INT32) if config.flip else 0
     if config.flip:
@@ -72,13 +79,21 @@ def augment_graph(images, config: AugmentConfig, expose_params: bool = False):
     return images, (params if expose_params else {})
 
 
-def check_supported(config: AugmentConfig) -> None:
-    if config.pad_mode != "zero":
-        raise UserError("the dali backend pads with zeros only (fn.slice has no reflect "
-                        "padding); use pad_mode zero or another backend")
-    if config.erase_prob > 0:
-        raise UserError("the dali backend does cutout but not random erasing; "
-                        "use cutout or another backend")
+def reflect_pad(images, p: int):
+    """HWC images padded by `p` on each side with their mirror image, edge pixel not
+    repeated (torch's and numpy's "reflect"): DALI has no reflect padding, so the four
+    bands are sliced from the image, flipped and concatenated."""
+    from nvidia.dali import fn
+
+    def mirrored_band(node, axis: str, start: int):
+        band = fn.slice(node, start=[start], shape=[p], axis_names=axis)
+        return fn.flip(band, horizontal=int(axis == "W"), vertical=int(axis == "H"))
+
+    last = IMAGE_SIZE - 1 - p  # the band before the last row/column, mirrored
+    tall = fn.cat(mirrored_band(images, "H", 1), images, mirrored_band(images, "H", last),
+                  axis_name="H")
+    return fn.cat(mirrored_band(tall, "W", 1), tall, mirrored_band(tall, "W", last),
+                  axis_name="W")
 
 
 class DALILoader(BaseLoader):
@@ -87,7 +102,6 @@ class DALILoader(BaseLoader):
     def __init__(self, spec: LoaderSpec, tar_path: Path, index_path: Path, num_samples: int,
                  prefetch_queue_depth: int = 2, expose_params: bool = False):
         super().__init__(spec, num_samples)
-        check_supported(spec.augment)
         self.tar_path, self.index_path = tar_path, index_path
         self.prefetch_queue_depth = prefetch_queue_depth
         self.expose_params = expose_params
@@ -158,16 +172,19 @@ class DALILoader(BaseLoader):
                                       reader_name="reader", last_batch_policy=policy,
                                       auto_reset=False)
         mix = BatchMixer(s.augment, make_generator(
-            derive_seed(s.seed, self.epoch, MIX_STREAM, s.rank), s.device), s.device)
+            derive_seed(s.seed, self.epoch, MIX_STREAM, s.rank), s.device), s.device,
+            erase=True)
         # Capped at len(self): with rotating blocks a rank may read one sample more than
         # another, and every rank must run the same number of batches.
         for _, (data,) in zip(range(len(self)), batches):
             images = data["images"].permute(0, 3, 1, 2)  # HWC storage is NCHW channels_last
             images = images.to(s.device, s.dtype, non_blocking=True)
             targets = data["labels"].view(-1).to(s.device, non_blocking=True)
+            images, targets = mix(images, targets)
             if self.expose_params:
-                self.last_params = _params_from(data, images.shape[0])
-            yield self.deliver(*mix(images, targets))
+                self.last_params = _params_from(data, mix.last_params, s.augment,
+                                                images.shape[0])
+            yield self.deliver(images, targets)
 
 
 def _sample_number(source_info: np.ndarray) -> int:
@@ -176,8 +193,17 @@ def _sample_number(source_info: np.ndarray) -> int:
     return int(member.rsplit("/", 1)[-1].split(".", 1)[0])
 
 
-def _params_from(data: dict, batch_size: int):
+def _params_from(data: dict, batch_params, config: AugmentConfig, batch_size: int):
+    """The parameters of one batch: DALI's sampled shift/flip/cutout (pipeline outputs)
+    and the batch step's erase box and mixing (mixing.BatchMixer), on the CPU."""
     params = identity_params(batch_size)
+    if batch_params is not None:
+        batch_params = batch_params.to("cpu")
+        if config.erase_prob > 0:
+            params.erase_box = batch_params.erase_box
+        if config.mixing:
+            for name in ("partner", "mix_weight", "mix_box", "target_weight"):
+                setattr(params, name, getattr(batch_params, name))
     if "shift" in data:
         params.shift = data["shift"].cpu().int().contiguous()
     if "flip" in data:
@@ -198,7 +224,6 @@ def build(spec: LoaderSpec, *, prefetch_queue_depth: int = 2,
     from fastcifar.pipelines.dali_index import cached_index
     from fastcifar.storage import dataset_dir, read_manifest, shard_path, shard_names
 
-    check_supported(spec.augment)
     tar_path = shard_path(spec.dataset, "dali", spec.split, spec.data_dir)
     manifest = read_manifest(spec.dataset, spec.data_dir)
     sha256 = manifest["shards"][shard_names("dali", spec.split)[0]]

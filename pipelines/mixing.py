@@ -1,9 +1,11 @@
-"""Mixup/cutmix and soft targets on an already-augmented float batch.
+"""Random erasing, mixup/cutmix and soft targets on an already-augmented float batch.
 
-The native and FFCV loaders mix inside the fused augment op; DALI and torchvision produce
-normalised floats per image, so they mix the batch here, with parameters drawn by the same
-`sample_params` and the reference op's own formulas (fastcifar/augment/reference.py):
+The native and FFCV loaders do all of this inside the fused augment op; DALI and
+torchvision produce normalised floats per image, so they finish the batch here, with
+parameters drawn by the same `sample_params` and the reference op's own formulas
+(fastcifar/augment/reference.py):
 
+    x[b][box_b] = 0   (random erasing: after normalisation, the dataset mean colour)
     out[b] = a * x[b] + (1 - a) * x[partner[b]],  a = 0 inside b's mix box, else mix_weight[b]
     t[b]   = keep * (w * onehot(y_b) + (1 - w) * onehot(y_partner)) + fill
 """
@@ -14,6 +16,16 @@ import torch
 from fastcifar.augment import AugmentConfig
 from fastcifar.augment.params import AugmentParams, sample_params
 from fastcifar.augment.reference import mix_weights, soft_targets
+
+
+def erase_batch(images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    """Zero each image's erase box (y0, y1, x0, x1; empty boxes erase nothing), in place."""
+    box = params.erase_box.to(images.device).long()
+    grid = torch.arange(images.shape[-1], device=images.device)
+    rows = (grid >= box[:, 0:1]) & (grid < box[:, 1:2])  # [B, H]
+    cols = (grid >= box[:, 2:3]) & (grid < box[:, 3:4])  # [B, W]
+    inside = rows[:, None, :, None] & cols[:, None, None, :]  # [B, 1, H, W]
+    return images.masked_fill_(inside, 0)
 
 
 def mix_batch(images: torch.Tensor, labels: torch.Tensor, params: AugmentParams,
@@ -28,16 +40,26 @@ def mix_batch(images: torch.Tensor, labels: torch.Tensor, params: AugmentParams,
 
 
 class BatchMixer:
-    """Per-epoch mixing of a float batch (loaders whose images arrive per image already
-    augmented): a no-op unless the config wants soft targets."""
+    """Per-epoch finishing of a float batch whose images arrive already augmented per
+    image: random erasing when `erase` (a loader whose per-image ops cannot do it) and
+    mixup/cutmix with soft targets; a no-op when the config asks for neither.
+
+    `last_params` holds the parameters of the last batch (tests replay them)."""
 
     def __init__(self, config: AugmentConfig, generator: torch.Generator | None,
-                 device: torch.device):
+                 device: torch.device, *, erase: bool = False):
         self.config, self.device = config, device
-        self.generator = generator if config.soft_targets else None
+        self.erase = erase and config.erase_prob > 0
+        self.generator = generator if (config.soft_targets or self.erase) else None
+        self.last_params: AugmentParams | None = None
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):
         if self.generator is None:
             return images, labels
         params = sample_params(self.config, images.shape[0], self.generator, self.device)
+        self.last_params = params
+        if self.erase:
+            images = erase_batch(images, params)
+        if not self.config.soft_targets:
+            return images, labels
         return mix_batch(images, labels, params, self.config)

@@ -100,6 +100,14 @@ def test_flags_override_the_recipe_and_epochs_rescale_its_shape():
     assert c.milestones == (10.0, 20.0)
 
 
+def test_the_recipes_zero_init_applies_only_where_the_model_has_it():
+    assert resolve(model="resnext29_16x64d", recipe="strong").zero_init_residual is True
+    # resnet9 has no BN at the end of its residual branches: the recipe's trick is off...
+    assert resolve(model="resnet9", recipe="strong").zero_init_residual is False
+    # ...but asked for by the user it stays on, and building the model refuses it.
+    assert resolve(model="resnet9", recipe="strong", zero_init_residual=True).zero_init_residual
+
+
 def test_execution_defaults_per_device():
     cpu = resolve()
     assert (cpu.device, cpu.dtype, cpu.graph, cpu.channels_last) == ("cpu", "fp32", False, True)

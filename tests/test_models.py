@@ -13,6 +13,7 @@ from fastcifar.models import (
     get_builder,
     list_models,
     model_info,
+    model_options,
     param_groups,
     register_model,
 )
@@ -170,6 +171,14 @@ def test_list_models_pattern_and_order():
         "resnet9", "resnet20", "resnet32", "resnet44", "resnet50_cifar", "resnet56", "resnet110",
     ]  # fmt: skip
     assert list_models("nothing*") == []
+
+
+def test_model_options_name_what_each_model_takes():
+    assert model_options("resnet20") == {"depth", "drop_path", "zero_init_residual"}
+    assert "zero_init_residual" not in model_options("airbench94")
+    assert {"dropout", "zero_init_residual"} <= model_options("wrn28_10")
+    for name in list_models():  # every builder's options resolve to its family's
+        assert "num_classes" not in model_options(name)
 
 
 def test_bad_options_are_user_errors():

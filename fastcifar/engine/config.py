@@ -174,6 +174,10 @@ def resolve_config(
         if "warmup_epochs" not in options:
             values["warmup_epochs"] = recipe.warmup_epochs * ratio
     values["milestones"] = tuple(float(m) for m in values.get("milestones", ()))
+    if values["zero_init_residual"] and "zero_init_residual" not in options:
+        # A recipe's zero-gamma init applies where the model has residual BN gammas
+        # (not resnet9/airbench94); asked for explicitly, create_model refuses it.
+        values["zero_init_residual"] = _takes_option(model, "zero_init_residual")
 
     _resolve_execution(values, options, cuda_device_count)
     scale = values["batch_size"] / values["reference_batch_size"]
@@ -270,6 +274,12 @@ def _resolve_execution(values: dict, options: Mapping[str, Any], cuda_device_cou
         # resnet20 fwd+bwd+SGD, batch 100-128, 2 threads, 2-core VM, torch 2.14.1
         # (2026-11-29, quiet machine): 364-407 images/s NCHW vs 484-529 channels_last.
         values["channels_last"] = True
+
+
+def _takes_option(model: str, option: str) -> bool:
+    from fastcifar.models import list_models, model_options
+
+    return model not in list_models() or option in model_options(model)
 
 
 def _torchrun_world_size() -> int | None:

@@ -13,7 +13,7 @@ from . import (  # noqa: F401
 )
 from .counting import count_flops, count_params, format_model_table, model_info, param_groups
 from .layers import DropPath
-from .registry import create_model, get_builder, list_models, register_model
+from .registry import create_model, get_builder, list_models, model_options, register_model
 
 __all__ = [
     "DropPath",
@@ -24,6 +24,7 @@ __all__ = [
     "get_builder",
     "list_models",
     "model_info",
+    "model_options",
     "param_groups",
     "register_model",
 ]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import re
+import typing
 from typing import Callable
 
 from torch import nn
@@ -56,6 +58,23 @@ def get_builder(name: str) -> ModelBuilder:
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     hint = f"did you mean: {', '.join(close)}?" if close else f"known models: {', '.join(names)}"
     raise UserError(f"unknown model {name!r}; {hint}")
+
+
+def model_options(name: str) -> frozenset[str]:
+    """The options ``create_model(name, ...)`` takes besides ``num_classes``.
+
+    A variant's builder forwards ``**options`` to its family's class, named by the
+    builder's return annotation; the class's constructor says what it takes.
+    """
+    builder = get_builder(name)
+    parameters = inspect.signature(builder).parameters
+    names = {p.name for p in parameters.values() if p.kind is not p.VAR_KEYWORD}
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        family = typing.get_type_hints(builder).get("return")
+        if family is None:
+            raise TypeError(f"builder {name!r} forwards **options but names no model class")
+        names |= set(inspect.signature(family.__init__).parameters) - {"self"}
+    return frozenset(names - {"num_classes"})
 
 
 def create_model(name: str, num_classes: int = 10, **options) -> nn.Module:

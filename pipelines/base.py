@@ -15,6 +15,7 @@ evaluation keeps the whole block, so ranks may differ by one sample (and then by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ORDER_STREAM = 0
 AUGMENT_STREAM = 1
 MIX_STREAM = 2
+AUTOAUGMENT_STREAM = 3
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,22 @@ def spec_epoch_indices(spec: LoaderSpec, num_samples: int, epoch: int,
     return epoch_indices(num_samples, seed=spec.seed, epoch=epoch, shuffle=spec.shuffle,
                          rank=spec.rank, world_size=spec.world_size,
                          batch_size=spec.batch_size, drop_last=spec.drop_last, device=device)
+
+
+def epoch_batch_params(spec: LoaderSpec, sizes: list[int], epoch: int):
+    """(AugmentParams, AutoAugmentParams or None) per batch of one epoch: the draws of the
+    backends that run the fused op (native, ffcv), from (seed, epoch, rank) alone."""
+    generator = make_generator(derive_seed(spec.seed, epoch, AUGMENT_STREAM, spec.rank),
+                               spec.device)
+    params = iter_batch_params(spec.augment, sizes, generator, spec.device)
+    if not spec.augment.autoaugment:
+        return zip(params, repeat(None))
+    from fastcifar.augment.autoaugment import sample_autoaugment
+
+    policy_generator = make_generator(
+        derive_seed(spec.seed, epoch, AUTOAUGMENT_STREAM, spec.rank), spec.device)
+    return zip(params, (sample_autoaugment(size, policy_generator, spec.device)
+                        for size in sizes))
 
 
 def iter_batch_params(config: AugmentConfig, sizes: list[int], generator: torch.Generator,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fastcifar.augment import AugmentConfig, identity_params
-from fastcifar.errors import MissingExtraError
+from fastcifar.errors import MissingExtraError, UserError
 from fastcifar.pipelines.base import (
     AUGMENT_STREAM, MIX_STREAM, ORDER_STREAM, BaseLoader, LoaderSpec, derive_seed,
     make_generator, samples_per_rank, shard_bounds,
@@ -221,6 +221,9 @@ def build(spec: LoaderSpec, *, prefetch_queue_depth: int = 2,
         import nvidia.dali.plugin.pytorch  # noqa: F401
     except ImportError:
         raise MissingExtraError("nvidia-dali-cuda130", "dali") from None
+    if spec.augment.autoaugment:
+        raise UserError("the dali backend has no AutoAugment: use the native, ffcv or "
+                        "torchvision backend, or --no-autoaugment")
     from fastcifar.pipelines.dali_index import cached_index
     from fastcifar.storage import dataset_dir, read_manifest, shard_path, shard_names
 

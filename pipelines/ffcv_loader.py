@@ -27,7 +27,7 @@ from fastcifar.errors import MissingExtraError
 from fastcifar.threads import keep_thread_counts
 from fastcifar.pipelines.base import (
     AUGMENT_STREAM, BaseLoader, LoaderSpec, batch_sizes, copy_images, derive_seed,
-    iter_batch_params, make_generator, spec_epoch_indices,
+    epoch_batch_params, spec_epoch_indices,
 )
 from fastcifar.pipelines.mixing import mix_batch
 
@@ -66,7 +66,10 @@ class FFCVLoader(BaseLoader):
         self.path = path
         self.impl = impl
         self.compiled = False
-        self.op_in_pipeline = spec.device.type == "cpu" and not spec.augment.mixing
+        # The FFCV Operation is the fused op alone: batch mixing and AutoAugment (which
+        # sits before normalisation) take the after-the-loader path.
+        self.op_in_pipeline = (spec.device.type == "cpu" and not spec.augment.mixing
+                               and not spec.augment.autoaugment)
         with keep_thread_counts():
             self.ffcv_loader = self._make_ffcv_loader(batches_ahead, os_cache)
 
@@ -125,15 +128,15 @@ class FFCVLoader(BaseLoader):
         """The native loader's parameter stream for this epoch (same seeds, same draws)."""
         spec = self.spec
         sizes = batch_sizes(len(self.epoch_indices()), spec.batch_size)
-        generator = make_generator(derive_seed(spec.seed, self.epoch, AUGMENT_STREAM, spec.rank),
-                                   spec.device)
-        return iter_batch_params(spec.augment, sizes, generator, spec.device)
+        return epoch_batch_params(spec, sizes, self.epoch)
 
-    def _augment(self, images, labels, params):
-        """Raw uint8 [B,32,32,3] from FFCV -> one fused op launch."""
+    def _augment(self, images, labels, batch_params):
+        """Raw uint8 [B,32,32,3] from FFCV -> one fused op launch (AutoAugment first)."""
+        params, policy_params = batch_params
         out, out_targets = self.output_slices(images.shape[0])
         return augment(images, labels, params, self.spec.augment, out=out,
-                       out_targets=out_targets, dtype=self.spec.dtype, impl=self.impl)
+                       out_targets=out_targets, dtype=self.spec.dtype, impl=self.impl,
+                       autoaugment_params=policy_params)
 
     def _finish_augmented(self, images, labels, _params):
         """float32 [B,32,32,3] already augmented by the in-pipeline op."""

@@ -12,8 +12,7 @@ import torch
 
 from fastcifar.augment import augment
 from fastcifar.pipelines.base import (
-    AUGMENT_STREAM, BaseLoader, LoaderSpec, batch_sizes, derive_seed,
-    iter_batch_params, make_generator, spec_epoch_indices,
+    BaseLoader, LoaderSpec, batch_sizes, epoch_batch_params, spec_epoch_indices,
 )
 
 
@@ -36,21 +35,19 @@ class NativeLoader(BaseLoader):
         return spec_epoch_indices(self.spec, self.num_samples, self.epoch, device=self.device)
 
     def _batches(self):
-        """(indices, params) per batch of the current epoch, all on the device."""
-        spec = self.spec
+        """(indices, (params, autoaugment params)) per batch of the epoch, on the device."""
         order = self.epoch_indices()
-        sizes = batch_sizes(order.shape[0], spec.batch_size)
-        generator = make_generator(derive_seed(spec.seed, self.epoch, AUGMENT_STREAM, spec.rank),
-                                   self.device)
-        params = iter_batch_params(spec.augment, sizes, generator, self.device)
+        sizes = batch_sizes(order.shape[0], self.spec.batch_size)
         start = 0
-        for size, batch_params in zip(sizes, params):
+        for size, batch_params in zip(sizes, epoch_batch_params(self.spec, sizes, self.epoch)):
             yield order[start:start + size], batch_params
             start += size
 
-    def _augment(self, indices, params, out=None, out_targets=None):
+    def _augment(self, indices, batch_params, out=None, out_targets=None):
+        params, policy_params = batch_params
         return augment(self.images, self.labels, params, self.spec.augment, indices=indices,
-                       out=out, out_targets=out_targets, dtype=self.spec.dtype, impl=self.impl)
+                       out=out, out_targets=out_targets, dtype=self.spec.dtype, impl=self.impl,
+                       autoaugment_params=policy_params)
 
     def __iter__(self):
         if self.side_stream is None or self.output_buffers is not None:

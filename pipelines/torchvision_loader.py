@@ -52,6 +52,8 @@ def make_transform(config: AugmentConfig):
         steps.append(v2.RandomCrop(IMAGE_SIZE, padding=config.padding, padding_mode=mode, fill=0))
     if config.flip:
         steps.append(v2.RandomHorizontalFlip())
+    if config.autoaugment:
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
     if config.cutout > 0:
         steps.append(Cutout(config.cutout))

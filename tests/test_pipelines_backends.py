@@ -364,3 +364,48 @@ def test_label_smoothing_alone_gives_smoothed_one_hot_targets(backend, prepared_
     torch.testing.assert_close(targets, expected.float(), rtol=0, atol=1e-7)
     images = torch.cat([b[0] for b in batches])
     torch.testing.assert_close(images, normalised(source), **tolerance(backend))
+
+
+AUTOAUGMENT = AugmentConfig.for_dataset(DATASET, autoaugment=True, cutout=16)
+
+
+@pytest.mark.parametrize("backend", ["native", "ffcv"])
+def test_autoaugment_batches_replay_the_shared_parameter_stream(backend, prepared_data):
+    """native and ffcv run AutoAugment through the same `augment` call and draws."""
+    from fastcifar.augment import augment
+    from fastcifar.pipelines.base import batch_sizes, epoch_batch_params
+
+    data_dir, truth = prepared_data
+    images, labels = (torch.from_numpy(a) for a in truth["train"])
+    loader = create_loader(backend, DATASET, "train", batch_size=64, train=True,
+                           augment=AUTOAUGMENT, data_dir=data_dir, seed=4)
+    loader.set_epoch(2)
+    order = loader.epoch_indices()
+    expected_stream = epoch_batch_params(loader.spec, batch_sizes(len(order), 64), 2)
+    count = 0
+    for k, ((out, targets), (params, policy)) in enumerate(zip(loader, expected_stream)):
+        batch = order[64 * k:64 * (k + 1)]
+        expected, expected_targets = augment(images, labels, params, AUTOAUGMENT,
+                                             indices=batch, impl="reference",
+                                             autoaugment_params=policy)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+        assert torch.equal(targets, expected_targets)
+        count += 1
+    assert count == len(loader) > 0
+
+
+def test_autoaugment_in_the_torchvision_baseline(prepared_data):
+    loader = create_loader("torchvision", DATASET, "train", batch_size=64, train=True,
+                           augment=AUTOAUGMENT, data_dir=prepared_data[0], seed=4,
+                           num_workers=0)
+    images, targets = next(iter(loader))
+    check_layout(images, targets, 64)
+    assert torch.isfinite(images).all()
+
+
+def test_dali_says_it_has_no_autoaugment(prepared_data):
+    from fastcifar.errors import UserError
+
+    with pytest.raises(UserError, match="^the dali backend has no AutoAugment"):
+        create_loader("dali", DATASET, "train", batch_size=64, train=True,
+                      augment=AUTOAUGMENT, data_dir=prepared_data[0])

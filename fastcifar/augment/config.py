@@ -30,6 +30,7 @@ class AugmentConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     label_smoothing: float = 0.0
+    autoaugment: bool = False  # CIFAR-10 AutoAugment policy after crop/flip (autoaugment.py)
 
     def __post_init__(self):
         # Tuples (not lists) keep the config hashable, so it can key caches.

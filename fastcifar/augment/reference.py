@@ -57,6 +57,15 @@ def soft_targets(labels: torch.Tensor, params: AugmentParams,
 def _augmented_pixels(batch: torch.Tensor, params: AugmentParams, config: AugmentConfig,
                       lut: torch.Tensor) -> torch.Tensor:
     """v(s) for every sample s of the batch: float32 [B, H, W, 3], each with its own params."""
+    pixels = crop_flip(batch, params, config)
+    channels = torch.arange(3, device=batch.device)
+    values = lut[channels, pixels.long()]  # LUT gather: [B, H, W, 3] float32
+    return values.masked_fill(_box_mask(params.erase_box)[..., None], 0.0)
+
+
+def crop_flip(batch: torch.Tensor, params: AugmentParams, config: AugmentConfig) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> uint8 [B, H, W, 3]: each sample translated (pad-and-crop) and
+    flipped by its own params; what AutoAugment sees before the rest of the op."""
     device = batch.device
     coords = torch.arange(IMAGE_SIZE, device=device)
     dy = params.shift[:, 0, None].long()
@@ -75,9 +84,7 @@ def _augmented_pixels(batch: torch.Tensor, params: AugmentParams, config: Augmen
     pixels = batch[rows, source_y[:, :, None], source_x[:, None, :]]  # [B, H, W, 3] uint8
     if inside is not None:
         pixels = torch.where(inside[..., None], pixels, torch.zeros_like(pixels))
-    channels = torch.arange(3, device=device)
-    values = lut[channels, pixels.long()]  # LUT gather: [B, H, W, 3] float32
-    return values.masked_fill(_box_mask(params.erase_box)[..., None], 0.0)
+    return pixels
 
 
 def _in_range(index: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ def _parse_epochs(ctx, param, value):
 @click.option("--cutmix", type=float, help="CutMix alpha (0: off).")
 @click.option("--cutout", type=int, help="Cutout square size in pixels (0: off).")
 @click.option("--erase-prob", type=float, help="Random-erasing probability.")
+@_flag("autoaugment", "AutoAugment, CIFAR-10 policy (not with --backend dali).")
 @_flag("ema", "Evaluate an exponential moving average of the weights.")
 @click.option("--ema-decay", type=float)
 @_flag("tta", "Test-time augmentation: average with the mirrored image.")
@@ -93,8 +94,8 @@ def train(amp, no_decay_bias_bn, zero_init, **options):
     \b
     Recipes (flags override any value):
       paper   SGD 0.9, wd 5e-4, batch 128, lr 0.1, 300 epochs, lr x0.1 at 150/225
-      strong  cosine, 20 warmup epochs, min lr 1e-6, mixup+cutmix 1.0, erasing 0.25,
-              label smoothing 0.1, Nesterov, no decay on bias/BN, zero-init
+      strong  cosine, 20 warmup epochs, min lr 1e-6, AutoAugment, mixup+cutmix 1.0,
+              erasing 0.25, label smoothing 0.1, Nesterov, no decay on bias/BN, zero-init
       fast    16 epochs, batch 512, linear warmup 3 then linear decay, label smoothing
               0.2, Nesterov, EMA, flip TTA (resnet9 / airbench94)
     lr = base lr x global batch / recipe batch (stated in RUNDIR/config.json).

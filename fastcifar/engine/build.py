@@ -37,6 +37,7 @@ def build_augment(config):
         config.dataset,
         cutout=config.cutout,
         erase_prob=config.erase_prob,
+        autoaugment=config.autoaugment,
         mixup_alpha=config.mixup,
         cutmix_alpha=config.cutmix,
         label_smoothing=config.label_smoothing if config.soft_targets else 0.0,

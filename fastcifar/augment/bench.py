@@ -12,6 +12,7 @@ import time
 import torch
 
 from fastcifar.augment import AugmentConfig, augment, sample_params
+from fastcifar.augment.autoaugment import sample_autoaugment
 
 REPEATS = 5
 WARMUP_CALLS = 3
@@ -30,6 +31,7 @@ def measure_augment(impl: str, batch_size: int, device: torch.device | str = "cp
                            generator=generator)
     indices = torch.randint(0, dataset_size, (batch_size,), device=device, generator=generator)
     params = sample_params(config, batch_size, generator, device)
+    policy = sample_autoaugment(batch_size, generator, device) if config.autoaugment else None
     out = torch.empty((batch_size, 3, 32, 32), dtype=dtype, device=device,
                       memory_format=torch.channels_last)
     out_targets = None
@@ -37,7 +39,8 @@ def measure_augment(impl: str, batch_size: int, device: torch.device | str = "cp
     def step():
         nonlocal out_targets
         _, out_targets = augment(images, labels, params, config, indices=indices, out=out,
-                                 out_targets=out_targets, dtype=dtype, impl=impl)
+                                 out_targets=out_targets, dtype=dtype, impl=impl,
+                                 autoaugment_params=policy)
 
     for _ in range(WARMUP_CALLS):  # compiles numba/Triton and fills caches (excluded)
         step()

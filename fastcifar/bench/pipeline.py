@@ -7,11 +7,13 @@ pays its own start-up: worker processes, pipeline builds), the first epoch is wa
 and the torchvision DataLoader runs first so every other loader is set against it.
 
 The augmentation op (reference torch ops as its baseline; numba on the CPU, Triton on
-CUDA) is timed by fastcifar.augment.bench.measure_augment; its bytes/s (uint8 read +
+CUDA, and that again behind AutoAugment's batched pass) is timed by
+fastcifar.augment.bench.measure_augment; its bytes/s (uint8 read +
 output written) is set against the device's copy bandwidth measured in the same run.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 from functools import partial
 
@@ -35,6 +37,9 @@ def pipeline_tasks(ctx: SuiteContext) -> list[Task]:
     impls = (BASELINE_IMPL, "triton" if ctx.device.type == "cuda" else "numba")
     tasks += [Task("pipeline", f"augment-op:{impl}",
                    partial(measure_augment_op, ctx, baselines, impl)) for impl in impls]
+    # The strong recipe's extra pass: AutoAugment in front of the fastest implementation.
+    tasks.append(Task("pipeline", f"augment-op:{impls[-1]}+autoaugment",
+                      partial(measure_augment_op, ctx, baselines, impls[-1], autoaugment=True)))
     return tasks
 
 
@@ -84,15 +89,17 @@ def measure_one_loader(ctx: SuiteContext, baselines: dict, task: Task) -> dict:
     return set_ratio(row, BASELINE_BACKEND, baselines.get("loader"))
 
 
-def measure_augment_op(ctx: SuiteContext, baselines: dict, impl: str, task: Task) -> dict:
+def measure_augment_op(ctx: SuiteContext, baselines: dict, impl: str, task: Task, *,
+                       autoaugment: bool = False) -> dict:
     from fastcifar.augment.bench import measure_augment
 
     config, budget = ctx.config, ctx.config.budget
     batch_size = config.batch_size or budget.loader_batch_size
     dtype = ctx.compute_dtype
+    augment_config = dataclasses.replace(bench_augment_config(config.dataset),
+                                         autoaugment=autoaugment)
     measured = measure_augment(impl, batch_size, ctx.device, TORCH_DTYPES[dtype],
-                               seconds=budget.augment_seconds,
-                               config=bench_augment_config(config.dataset))
+                               seconds=budget.augment_seconds, config=augment_config)
     if ctx.device.type == "cuda":
         torch.cuda.empty_cache()
     bandwidth = ctx.bandwidth_gbs() * 1e9

@@ -67,6 +67,15 @@ def test_the_batched_policy_equals_torchvision_image_by_image():
         assert torch.equal(got[b], image), b
 
 
+def test_the_sync_free_way_gives_the_same_batch():
+    """The CUDA way (every op on the whole batch, masks pick) equals the CPU way (each op
+    on its own samples); checked here on the CPU."""
+    x = make_images(128, seed=6).permute(0, 2, 3, 1).contiguous()
+    params = sample_autoaugment(128, torch.Generator().manual_seed(8), "cpu")
+    assert torch.equal(autoaugment(x, params, sync_free=True),
+                       autoaugment(x, params, sync_free=False))
+
+
 def test_the_sampler_follows_the_policy_probabilities():
     n = 40_000
     a = sample_autoaugment(n, torch.Generator().manual_seed(5), "cpu")

@@ -122,11 +122,18 @@ def test_bad_input_is_refused():
 @pytest.mark.cuda
 def test_on_the_gpu_it_matches_the_cpu():
     """Same draws, same images: the CUDA result equals the CPU one up to +-1 on a few
-    pixels (fused multiply-adds may round the blends differently)."""
+    pixels (fused multiply-adds may round the blends differently), with no host sync."""
     x = make_images(256, seed=2).permute(0, 2, 3, 1).contiguous()
     params = sample_autoaugment(256, torch.Generator().manual_seed(4), "cpu")
     on_gpu = AutoAugmentParams(**{k: getattr(params, k).cuda()
                                   for k in ("policy", "applied", "negate")})
-    got = autoaugment(x.cuda(), on_gpu).cpu()
+    x_gpu = x.cuda()
+    autoaugment(x_gpu, on_gpu)  # builds the per-device tables (host copies, once)
+    torch.cuda.set_sync_debug_mode("error")  # any host sync inside raises
+    try:
+        got = autoaugment(x_gpu, on_gpu)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    got = got.cpu()
     diff = (got.int() - autoaugment(x, params).int()).abs()
     assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01

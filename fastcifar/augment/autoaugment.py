@@ -119,7 +119,7 @@ def autoaugment(images: torch.Tensor, params: AutoAugmentParams, *,
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be uint8 [B, H, W, 3], got {images.dtype} "
                          f"{list(images.shape)}")
-    ops, _, magnitudes, signed = _tables(images.device)
+    ops, _, magnitudes, signed, _ = _tables(images.device)
     x = images.permute(0, 3, 1, 2)  # NCHW view of the HWC batch
     for step in range(2):
         op = ops[params.policy, step]
@@ -140,8 +140,7 @@ def _apply(x: torch.Tensor, op: torch.Tensor, value: torch.Tensor,
     work, since a sample takes at most one op per step).
     """
     out = x.clone()
-    for names, kernel in _GROUPS:
-        ids = torch.tensor([OP_NAMES.index(n) for n in names], device=x.device)
+    for (_, kernel), ids in zip(_GROUPS, _tables(x.device)[4]):
         mask = applied & torch.isin(op, ids)
         if sync_free:
             out = torch.where(mask[:, None, None, None], kernel(x, op, value), out)
@@ -163,13 +162,23 @@ def _solarize(x, _op, value):
     return torch.where(x >= threshold, 255 - x, x)
 
 
-def _torchvision(name):
-    """A magnitude-free op from torchvision's own batched kernels (per image, per channel)."""
-    def kernel(x, _op, _value):
-        from torchvision.transforms.v2 import functional as TF
+def _autocontrast(x, _op, _value):
+    """Stretch each channel of each image to 0..255 (torchvision's arithmetic, written
+    with torch.where: its boolean-mask assignment would read the mask on the host)."""
+    x = x.float()
+    low = x.amin(dim=(-2, -1), keepdim=True)
+    high = x.amax(dim=(-2, -1), keepdim=True)
+    flat = high == low
+    inv_scale = torch.where(flat, 1.0, (high - low).mul_(1.0 / 255))
+    low = torch.where(flat, 0.0, low)
+    return x.sub_(low).div_(inv_scale).clamp_(0, 255).to(torch.uint8)
 
-        return getattr(TF, name)(x)
-    return kernel
+
+def _equalize(x, _op, _value):
+    """Histogram equalisation per image and channel: torchvision's batched kernel."""
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.equalize(x)
 
 
 def _geometric(x: torch.Tensor, op: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -261,8 +270,8 @@ _GROUPS = (
     (("Sharpness",), lambda x, _op, value: _sharpness(x, 1.0 + value)),
     (("Posterize",), _posterize),
     (("Solarize",), _solarize),
-    (("AutoContrast",), _torchvision("autocontrast")),
-    (("Equalize",), _torchvision("equalize")),
+    (("AutoContrast",), _autocontrast),
+    (("Equalize",), _equalize),
     (("Invert",), lambda x, _op, _value: 255 - x),
 )
 
@@ -271,7 +280,8 @@ _TABLE_CACHE: dict = {}
 
 def _tables(device: torch.device):
     """(op id int64 [25, 2], probability float32 [25, 2], magnitude float64 [25, 2],
-    signed bool [num ops]) on `device`, built once per device."""
+    signed bool [num ops], the op ids of each of _GROUPS) on `device`, built once per
+    device (building copies from the host: never per batch)."""
     if device not in _TABLE_CACHE:
         ops = [[OP_NAMES.index(name) for name, _, _ in policy] for policy in CIFAR10_POLICY]
         probability = [[p for _, p, _ in policy] for policy in CIFAR10_POLICY]
@@ -283,5 +293,7 @@ def _tables(device: torch.device):
             torch.tensor(probability, dtype=torch.float32, device=device),
             torch.tensor(magnitudes, dtype=torch.float64, device=device),
             torch.tensor(signed, device=device),
+            tuple(torch.tensor([OP_NAMES.index(n) for n in names], device=device)
+                  for names, _ in _GROUPS),
         )
     return _TABLE_CACHE[device]

@@ -4,10 +4,11 @@ One pipeline per epoch, seeded from (seed, epoch): DALI's random state only move
 forward, so building afresh is what makes `set_epoch(e)` reproducible on its own (a
 CPU pipeline builds in milliseconds; the tar index is cached, see dali_index.py).
 Operators run on the GPU when the loader's device is CUDA, on DALI's CPU threads
-otherwise: pad-crop (zero or reflect padding), flip, normalisation and cutout. Random
-erasing (a box from ten rejection-sampled tries, which DALI's per-sample arithmetic
-cannot select), mixup/cutmix and label smoothing are applied to the batch afterwards
-(mixing.py) with the same parameter sampler as the fused op.
+otherwise: pad-crop (zero or reflect padding), AutoAugment (DALI's own, see
+autoaugment_graph), flip, normalisation and cutout. Random erasing (a box from ten
+rejection-sampled tries, which DALI's per-sample arithmetic cannot select),
+mixup/cutmix and label smoothing are applied to the batch afterwards (mixing.py) with
+the same parameter sampler as the fused op.
 
 Sharding is DALI's own: rank r reads the contiguous block (r + epoch) % W of the archive
 (blocks rotate between epochs, as DALI does without stick_to_shard) and shuffles it in a
@@ -16,13 +17,14 @@ to the same number of full batches, as base.py does.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fastcifar.augment import AugmentConfig, identity_params
-from fastcifar.errors import MissingExtraError, UserError
+from fastcifar.errors import MissingExtraError
 from fastcifar.pipelines.base import (
     AUGMENT_STREAM, MIX_STREAM, ORDER_STREAM, BaseLoader, LoaderSpec, derive_seed,
     make_generator, samples_per_rank, shard_bounds,
@@ -57,6 +59,8 @@ def augment_graph(images, config: AugmentConfig, expose_params: bool = False):
             images = fn.slice(images, start=shift, shape=[IMAGE_SIZE, IMAGE_SIZE],
                               axis_names="HW", out_of_bounds_policy="pad", fill_values=0)
         params["shift"] = shift
+    if config.autoaugment:
+        images = autoaugment_graph(images)
     mirror = fn.random.coin_flip(probability=0.5, dtype=types.INT32) if config.flip else 0
     if config.flip:
         params["flip"] = mirror
@@ -77,6 +81,31 @@ def augment_graph(images, config: AugmentConfig, expose_params: bool = False):
                           fill_value=0.0)
         params["erase_low"], params["erase_high"] = low, high
     return images, (params if expose_params else {})
+
+
+def autoaugment_graph(images):
+    """DALI's own AutoAugment with the paper's CIFAR-10 policy ("reduced_cifar10"), set
+    up like ours where DALI lets it: nearest interpolation, fill 0, translations up to
+    150/331 of the side. Its magnitudes follow the paper's TensorFlow code (11 bins;
+    brightness, colour, contrast and sharpness factors in 0.1..1.9 unsigned) rather than
+    torchvision's (10 bins, 1 +- 0.9 signed), so the distribution is close, not equal.
+    Flip comes after it here (before it elsewhere): every geometric op's sign is drawn
+    50/50, so the order does not change the distribution."""
+    from nvidia.dali import types
+    from nvidia.dali.auto_aug import auto_augment
+
+    # DALI 2.4's auto_aug still calls fn.experimental aliases it has deprecated, and
+    # forces those warnings on: recorded here and dropped (nothing a user can act on);
+    # any other warning goes on.
+    with warnings.catch_warnings(record=True) as caught:
+        images = auto_augment.auto_augment(
+            images, policy_name="reduced_cifar10", shape=(IMAGE_SIZE, IMAGE_SIZE),
+            max_translate_rel=150 / 331, fill_value=0, interp_type=types.INTERP_NN)
+    for w in caught:
+        if not (issubclass(w.category, DeprecationWarning)
+                and "nvidia.dali.fn.experimental." in str(w.message)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return images
 
 
 def reflect_pad(images, p: int):
@@ -127,27 +156,30 @@ class DALILoader(BaseLoader):
             **(shuffle if s.shuffle else {}))
 
     def _pipeline(self, epoch: int, reader_only: bool = False):
-        from nvidia.dali import Pipeline, fn
+        from nvidia.dali import fn, pipeline_def
 
         s = self.spec
         on_gpu = s.device.type == "cuda"
-        pipe = Pipeline(batch_size=s.batch_size, num_threads=max(1, s.num_workers),
-                        device_id=s.device.index if on_gpu else None,
-                        seed=derive_seed(s.seed, epoch, AUGMENT_STREAM, s.rank) % _DALI_SEED_MOD,
-                        prefetch_queue_depth=self.prefetch_queue_depth)
-        with pipe:
+
+        # DALI's AutoAugment branches per sample: it needs the pipeline's conditionals,
+        # which only a pipeline_def function gets.
+        @pipeline_def(enable_conditionals=s.augment.autoaugment and not reader_only)
+        def graph():
             raw, labels = self._reader(epoch)
             if reader_only:
-                pipe.set_outputs(fn.get_property(raw, key="source_info"))
-                return pipe
+                return fn.get_property(raw, key="source_info")
             images = fn.reshape(raw, shape=[IMAGE_SIZE, IMAGE_SIZE, 3], layout="HWC")
             if on_gpu:
                 # Raw uint8 goes to the GPU (4x fewer bytes than float32); ops run there.
                 images, labels = images.gpu(), labels.gpu()
             images, params = augment_graph(images, s.augment, self.expose_params)
             self.param_names = sorted(params)
-            pipe.set_outputs(images, labels, *(params[name] for name in self.param_names))
-        return pipe
+            return (images, labels, *(params[name] for name in self.param_names))
+
+        return graph(batch_size=s.batch_size, num_threads=max(1, s.num_workers),
+                     device_id=s.device.index if on_gpu else None,
+                     seed=derive_seed(s.seed, epoch, AUGMENT_STREAM, s.rank) % _DALI_SEED_MOD,
+                     prefetch_queue_depth=self.prefetch_queue_depth)
 
     def epoch_indices(self) -> torch.Tensor:
         """The indices of this epoch, found by running the reader alone (reads the shard)."""
@@ -221,9 +253,6 @@ def build(spec: LoaderSpec, *, prefetch_queue_depth: int = 2,
         import nvidia.dali.plugin.pytorch  # noqa: F401
     except ImportError:
         raise MissingExtraError("nvidia-dali-cuda130", "dali") from None
-    if spec.augment.autoaugment:
-        raise UserError("the dali backend has no AutoAugment: use the native, ffcv or "
-                        "torchvision backend, or --no-autoaugment")
     from fastcifar.pipelines.dali_index import cached_index
     from fastcifar.storage import dataset_dir, read_manifest, shard_path, shard_names
 

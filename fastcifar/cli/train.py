@@ -52,7 +52,7 @@ def _parse_epochs(ctx, param, value):
 @click.option("--cutmix", type=float, help="CutMix alpha (0: off).")
 @click.option("--cutout", type=int, help="Cutout square size in pixels (0: off).")
 @click.option("--erase-prob", type=float, help="Random-erasing probability.")
-@_flag("autoaugment", "AutoAugment, CIFAR-10 policy (not with --backend dali).")
+@_flag("autoaugment", "AutoAugment, CIFAR-10 policy.")
 @_flag("ema", "Evaluate an exponential moving average of the weights.")
 @click.option("--ema-decay", type=float)
 @_flag("tta", "Test-time augmentation: average with the mirrored image.")

@@ -119,7 +119,7 @@ def autoaugment(images: torch.Tensor, params: AutoAugmentParams, *,
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be uint8 [B, H, W, 3], got {images.dtype} "
                          f"{list(images.shape)}")
-    ops, _, magnitudes, signed, _ = _tables(images.device)
+    ops, _, magnitudes, signed = _tables(images.device)[:4]
     x = images.permute(0, 3, 1, 2)  # NCHW view of the HWC batch
     for step in range(2):
         op = ops[params.policy, step]
@@ -247,10 +247,9 @@ _BLEND_TARGETS = {
 
 def _sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Blend the interior with a 3x3 smoothing of itself (borders kept), as torchvision."""
-    kernel = torch.full((3, 3), 1.0 / 13.0, device=x.device)
-    kernel[1, 1] = 5.0 / 13.0
+    kernel = _tables(x.device)[5]
     out = x.float()
-    blurred = F.conv2d(out, kernel.expand(3, 1, 3, 3), groups=3).round_()
+    blurred = F.conv2d(out, kernel, groups=3).round_()
     interior = out[..., 1:-1, 1:-1]
     rest = (1.0 - factor).float()[:, None, None, None]
     interior.addcmul_(blurred - interior, rest)
@@ -280,8 +279,8 @@ _TABLE_CACHE: dict = {}
 
 def _tables(device: torch.device):
     """(op id int64 [25, 2], probability float32 [25, 2], magnitude float64 [25, 2],
-    signed bool [num ops], the op ids of each of _GROUPS) on `device`, built once per
-    device (building copies from the host: never per batch)."""
+    signed bool [num ops], the op ids of each of _GROUPS, the sharpness filter) on
+    `device`, built once per device (building copies from the host: never per batch)."""
     if device not in _TABLE_CACHE:
         ops = [[OP_NAMES.index(name) for name, _, _ in policy] for policy in CIFAR10_POLICY]
         probability = [[p for _, p, _ in policy] for policy in CIFAR10_POLICY]
@@ -295,5 +294,8 @@ def _tables(device: torch.device):
             torch.tensor(signed, device=device),
             tuple(torch.tensor([OP_NAMES.index(n) for n in names], device=device)
                   for names, _ in _GROUPS),
+            # sharpness: 1s around a 5, over 13, one 3x3 filter per channel
+            (torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0)
+            .expand(3, 1, 3, 3).contiguous().to(device),
         )
     return _TABLE_CACHE[device]

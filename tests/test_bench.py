@@ -129,7 +129,8 @@ def test_pipeline_quick_writes_json_plot_and_history(prepared_data, tmp_path, mo
     rows = report["results"]
     assert {(r["config"], r["backend"]) for r in rows} >= {
         ("loader", "native"), ("loader", "torchvision"), ("augment-op:reference", None),
-        ("augment-op:numba", None), ("augment-op:numba+autoaugment", None)}
+        ("augment-op:numba", None), ("augment-op:numba+autoaugment", None),
+        ("augment-op:numba@32768", None)}
     for row in rows:
         assert REQUIRED_RESULT_KEYS <= set(row)
         assert row["images_per_sec"] > 0 and row["device"] == "cpu"

@@ -13,7 +13,7 @@ DEMO_EPOCHS ?= 1
 .PHONY: setup demo test bench clean
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py scripts/setup-env.sh
+$(VENV)/.installed: setup.py pyproject.toml scripts/setup-env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) TORCH="$(TORCH)" bash scripts/setup-env.sh
 	touch $@
 

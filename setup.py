@@ -9,7 +9,7 @@ from setuptools import find_packages, setup
 CORE = ["torch>=2.4", "torchvision", "numpy", "numba", "click>=8", "tqdm"]
 EXTRAS = {
     "dali": ["nvidia-dali-cuda130==2.4.0"],
-    "ffcv": ["ffcv==1.0.2", "opencv-python-headless", "Pillow"],
+    "ffcv": ["ffcv==1.0.2", "opencv-python-headless"],
     "plot": ["matplotlib"],
     "dev": ["pytest>=7", "matplotlib"],
 }

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-IMAGE_SHAPE = (32, 32, 3)  # HWC, uint8, RGB
 IMAGE_BYTES = 32 * 32 * 3
 
 
@@ -31,17 +30,12 @@ class DatasetSpec:
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    train_size: int
-    test_size: int
     python: ArchiveSpec
     binary: ArchiveSpec
     default_cutout: int
 
     def archive(self, layout: str) -> ArchiveSpec:
         return self.python if layout == "python" else self.binary
-
-    def split_size(self, split: str) -> int:
-        return self.train_size if split == "train" else self.test_size
 
 
 _TORONTO = "https://www.cs.toronto.edu/~kriz/"
@@ -51,8 +45,6 @@ CIFAR10 = DatasetSpec(
     num_classes=10,
     mean=(0.4914, 0.4822, 0.4465),
     std=(0.2470, 0.2435, 0.2616),
-    train_size=50000,
-    test_size=10000,
     default_cutout=16,
     python=ArchiveSpec(
         layout="python",
@@ -89,8 +81,6 @@ CIFAR100 = DatasetSpec(
     num_classes=100,
     mean=(0.5071, 0.4865, 0.4409),
     std=(0.2673, 0.2564, 0.2762),
-    train_size=50000,
-    test_size=10000,
     default_cutout=8,
     python=ArchiveSpec(
         layout="python",

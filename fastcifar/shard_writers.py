@@ -7,13 +7,21 @@ from pathlib import Path
 import numpy as np
 
 from fastcifar.errors import MissingExtraError
+from fastcifar.storage import shard_names
 from fastcifar.threads import keep_thread_counts
 
 
+def _shard_paths(folder: Path, fmt: str, split: str) -> list[Path]:
+    """The shard files of one format and split (named by storage), their folder created."""
+    paths = [folder / name for name in shard_names(fmt, split)]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
 def write_native(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
-    (folder / "native").mkdir(parents=True, exist_ok=True)
-    np.save(folder / f"native/{split}_images.npy", np.ascontiguousarray(images, dtype=np.uint8))
-    np.save(folder / f"native/{split}_labels.npy", labels.astype(np.int64))
+    images_path, labels_path = _shard_paths(folder, "native", split)
+    np.save(images_path, np.ascontiguousarray(images, dtype=np.uint8))
+    np.save(labels_path, labels.astype(np.int64))
 
 
 class _Pairs:
@@ -37,15 +45,15 @@ def write_ffcv(folder: Path, split: str, images: np.ndarray, labels: np.ndarray,
             from ffcv.writer import DatasetWriter
         except ImportError:
             raise MissingExtraError("ffcv", "ffcv") from None
-        (folder / "ffcv").mkdir(parents=True, exist_ok=True)
+        (path,) = _shard_paths(folder, "ffcv", split)
         fields = {"image": NDArrayField(np.dtype("uint8"), (32, 32, 3)), "label": IntField()}
-        writer = DatasetWriter(str(folder / f"ffcv/{split}.beton"), fields, num_workers=num_workers)
+        writer = DatasetWriter(str(path), fields, num_workers=num_workers)
         writer.from_indexed_dataset(_Pairs(images, labels), chunksize=1000)
 
 
 def write_dali(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
     """A webdataset tar: sample i is {i:06d}.rgb (raw HWC bytes) and {i:06d}.cls (int64 LE)."""
-    (folder / "dali").mkdir(parents=True, exist_ok=True)
+    (path,) = _shard_paths(folder, "dali", split)
     count = len(labels)
     payloads = (images.reshape(count, -1), labels.astype("<i8").view(np.uint8).reshape(count, 8))
     # Every member has a fixed size, so the whole tar is one [N, record] byte array built
@@ -58,7 +66,7 @@ def write_dali(folder: Path, split: str, images: np.ndarray, labels: np.ndarray)
         columns.append(padded)
     body = np.concatenate(columns, axis=1)
     end = (-(body.size + 1024) % tarfile.RECORDSIZE) + 1024  # end blocks, padded like tarfile
-    with open(folder / f"dali/{split}.tar", "wb") as f:
+    with open(path, "wb") as f:
         f.write(body.tobytes())
         f.write(bytes(end))
 

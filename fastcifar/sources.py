@@ -115,16 +115,25 @@ class _Members:
             return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()}
         return set(self._index)
 
+    def position(self, name: str) -> int:
+        """Where a member starts in the tar (0 in a folder): reading in this order never
+        rewinds the gzip stream, which would decompress it again from the start."""
+        return 0 if self._tar is None else self._info(name).offset
+
     def read(self, name: str) -> bytes:
+        info = None if self._tar is None else self._info(name)
         try:
-            if self._tar is None:
+            if info is None:
                 return (self.root / name).read_bytes()
-            handle = self._tar.extractfile(self._index[name])
-            return handle.read()
+            return self._tar.extractfile(info).read()
+        except Exception as exc:  # tarfile, gzip and zlib each fail their own way on bad data
+            raise UserError(f"{self.root}: cannot read {name}: truncated or corrupt ({exc})") from None
+
+    def _info(self, name: str) -> tarfile.TarInfo:
+        try:
+            return self._index[name]
         except KeyError:
             raise UserError(f"{self.root}: member {name} is missing") from None
-        except (tarfile.TarError, OSError, EOFError, Exception) as exc:
-            raise UserError(f"{self.root}: cannot read {name}: truncated or corrupt ({exc})") from None
 
     def close(self):
         if self._tar is not None:
@@ -231,27 +240,36 @@ def read_source(spec: DatasetSpec, path: Path, verify_members: bool) -> SourceDa
     try:
         archive, prefix = _find_layout(spec, members.names(), path)
         decode = _decode_python_batch if archive.layout == "python" else _decode_binary_batch
-        images, labels = {}, {}
-        for split, files in (("train", archive.train_files), ("test", archive.test_files)):
-            parts = []
-            for name in files:
-                data = members.read(prefix + name)
-                _verify_member(archive, name, data, verify_members, path)
-                parts.append(decode(spec, data, f"{path}: {name}"))
-            images[split] = np.concatenate([p[0] for p in parts])
-            labels[split] = np.concatenate([p[1] for p in parts])
-        meta = members.read(prefix + archive.meta_file)
-        _verify_member(archive, archive.meta_file, meta, verify_members, path)
-        names = _decode_class_names(spec, archive, meta, f"{path}: {archive.meta_file}")
+
+        def load(name: str):  # a function, so a member's raw bytes are freed once decoded
+            data = members.read(prefix + name)
+            _verify_member(archive, name, data, verify_members, path)
+            if name == archive.meta_file:
+                return _decode_class_names(spec, archive, data, f"{path}: {name}")
+            return decode(spec, data, f"{path}: {name}")
+
+        # Archive order reads the gzip stream once; sorted() asks for every position in
+        # official order, so a missing member is reported as if read in official order.
+        wanted = (*archive.train_files, *archive.test_files, archive.meta_file)
+        decoded = {n: load(n) for n in sorted(wanted, key=lambda n: members.position(prefix + n))}
     finally:
         members.close()
+    images, labels = {}, {}
+    for split, files in (("train", archive.train_files), ("test", archive.test_files)):
+        parts = [decoded.pop(name) for name in files]
+        images[split] = np.concatenate([p[0] for p in parts])
+        labels[split] = np.concatenate([p[1] for p in parts])
+    names = decoded.pop(archive.meta_file)
     return SourceData(images=images, labels=labels, class_names=names, layout=archive.layout)
 
 
 def _verify_member(archive: ArchiveSpec, name: str, data: bytes, verify: bool, where: Path):
     expected = archive.member_md5.get(name)
-    if verify and expected and hashlib.md5(data).hexdigest() != expected:
+    if not (verify and expected):
+        return
+    actual = hashlib.md5(data).hexdigest()
+    if actual != expected:
         raise UserError(
-            f"{where}: {name} has md5 {hashlib.md5(data).hexdigest()}, not the official "
-            f"{expected}; pass --no-checksum to use it anyway"
+            f"{where}: {name} has md5 {actual}, not the official {expected}; "
+            "pass --no-checksum to use it anyway"
         )

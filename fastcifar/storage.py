@@ -107,7 +107,7 @@ def verify_shard(root: Path, name: str, manifest: dict, dataset: str, data_dir=N
 def load(dataset: str, split: str, data_dir=None, verify: bool = True, mmap: bool = False):
     """(images uint8 [N,32,32,3] RGB HWC, labels int64 [N]) in the official order."""
     images_path = shard_path(dataset, "native", split, data_dir, verify=verify)
-    labels_path = images_path.with_name(f"{split}_labels.npy")
+    labels_path = dataset_dir(dataset, data_dir) / shard_names("native", split)[1]
     images = np.load(images_path, mmap_mode="r" if mmap else None)
     labels = np.load(labels_path)
     return images, labels

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from fastcifar.augment import AugmentConfig, AugmentParams, identity_params, sample_params
+from fastcifar.augment.call import OUTPUT_DTYPES, check_outputs
 from fastcifar.datasets import get_dataset
 from fastcifar.errors import UserError
 
 BACKENDS = ("native", "ffcv", "dali", "torchvision")
-COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Independent random streams drawn from (seed, epoch): the order is shared by every rank
 # (so their blocks are disjoint); augmentation streams also take the rank.
@@ -68,7 +68,7 @@ def make_spec(dataset: str, split: str, *, batch_size: int, train: bool,
         raise UserError(f"world_size must be a positive integer, got {world_size}")
     if int(rank) != rank or not 0 <= rank < world_size:
         raise UserError(f"rank must be in [0, {world_size - 1}], got {rank}")
-    if dtype not in COMPUTE_DTYPES:
+    if dtype not in OUTPUT_DTYPES:
         raise UserError(f"dtype must be one of float32, float16, bfloat16, got {dtype}")
     if int(num_workers) != num_workers or num_workers < 0:
         raise UserError(f"num_workers must be >= 0, got {num_workers}")
@@ -96,6 +96,11 @@ def make_generator(seed: int, device) -> torch.Generator:
     generator = torch.Generator(device=torch.device(device))
     generator.manual_seed(seed)
     return generator
+
+
+def stream_generator(spec: LoaderSpec, epoch: int, stream: int) -> torch.Generator:
+    """The generator of one of this rank's random streams in `epoch`, on spec.device."""
+    return make_generator(derive_seed(spec.seed, epoch, stream, spec.rank), spec.device)
 
 
 def shard_bounds(num_samples: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -148,15 +153,13 @@ def spec_epoch_indices(spec: LoaderSpec, num_samples: int, epoch: int,
 def epoch_batch_params(spec: LoaderSpec, sizes: list[int], epoch: int):
     """(AugmentParams, AutoAugmentParams or None) per batch of one epoch: the draws of the
     backends that run the fused op (native, ffcv), from (seed, epoch, rank) alone."""
-    generator = make_generator(derive_seed(spec.seed, epoch, AUGMENT_STREAM, spec.rank),
-                               spec.device)
+    generator = stream_generator(spec, epoch, AUGMENT_STREAM)
     params = iter_batch_params(spec.augment, sizes, generator, spec.device)
     if not spec.augment.autoaugment:
         return zip(params, repeat(None))
     from fastcifar.augment.autoaugment import sample_autoaugment
 
-    policy_generator = make_generator(
-        derive_seed(spec.seed, epoch, AUTOAUGMENT_STREAM, spec.rank), spec.device)
+    policy_generator = stream_generator(spec, epoch, AUTOAUGMENT_STREAM)
     return zip(params, (sample_autoaugment(size, policy_generator, spec.device)
                         for size in sizes))
 
@@ -189,27 +192,6 @@ def iter_batch_params(config: AugmentConfig, sizes: list[int], generator: torch.
 def batch_sizes(count: int, batch_size: int) -> list[int]:
     """Sizes of the batches that cover `count` samples (the last one may be partial)."""
     return [min(batch_size, count - start) for start in range(0, count, batch_size)]
-
-
-def check_output_buffers(images: torch.Tensor, targets: torch.Tensor, spec: LoaderSpec) -> None:
-    """Static buffers must be exactly what the loader would yield for a full batch."""
-    b, config = spec.batch_size, spec.augment
-    image_ok = (tuple(images.shape) == (b, 3, 32, 32) and images.dtype == spec.dtype
-                and images.device == spec.device
-                and images.permute(0, 2, 3, 1).is_contiguous())
-    if not image_ok:
-        raise ValueError(f"output images must be {spec.dtype} [{b}, 3, 32, 32] channels_last on "
-                         f"{spec.device}, got {images.dtype} {list(images.shape)} "
-                         f"strides {images.stride()} on {images.device}")
-    if config.soft_targets:
-        shape, dtype = (b, config.num_classes), torch.float32
-    else:
-        shape, dtype = (b,), torch.int64
-    if (tuple(targets.shape) != shape or targets.dtype != dtype
-            or targets.device != spec.device or not targets.is_contiguous()):
-        raise ValueError(f"output targets must be contiguous {dtype} {list(shape)} on "
-                         f"{spec.device}, got {targets.dtype} {list(targets.shape)} "
-                         f"on {targets.device}")
 
 
 def copy_images(dst: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
@@ -282,7 +264,11 @@ class BaseLoader:
         if images is None and targets is None:
             self.output_buffers = None
             return
-        check_output_buffers(images, targets, self.spec)
+        if images is None or targets is None:
+            raise ValueError("set both output buffers, or neither (None, None)")
+        s = self.spec
+        check_outputs(images, targets, s.batch_size, s.augment, s.dtype, s.device,
+                      names=("output images", "output targets"))
         self.output_buffers = (images, targets)
 
     def deliver(self, images: torch.Tensor, targets: torch.Tensor):

@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from fastcifar.bench.timing import synchronize
 
 def measure_loader(loader, epochs: int = 1, *, max_batches: int | None = None,
                    warmup_epochs: int = 1, warmup_batches: int | None = None,
@@ -32,7 +33,7 @@ def measure_loader(loader, epochs: int = 1, *, max_batches: int | None = None,
         for _ in range(warmup_epochs):
             _consume(loader, epoch, None)
             epoch += 1
-    _synchronize(device)
+    synchronize(device)
     images = batches = epochs_run = 0
     started = time.perf_counter()
     while epochs_run < epochs if max_batches is None else batches < max_batches:
@@ -42,7 +43,7 @@ def measure_loader(loader, epochs: int = 1, *, max_batches: int | None = None,
         epochs_run, epoch = epochs_run + 1, epoch + 1
         if count == 0:
             break  # an empty loader would loop forever
-    _synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - started
     return {"images_per_sec": images / seconds if seconds > 0 else 0.0, "images": images,
             "batches": batches, "seconds": seconds, "epochs": epochs_run}
@@ -64,8 +65,3 @@ def _consume(loader, epoch: int, limit: int | None) -> tuple[int, int]:
         if close is not None:
             close()  # lets a backend stop its prefetching threads when we stop early
     return images, batches
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -11,10 +11,11 @@ falls back to the temp folder.
 """
 from __future__ import annotations
 
-import os
 import tarfile
 import tempfile
 from pathlib import Path
+
+from fastcifar.atomic import atomic_write
 
 INDEX_VERSION = "v1.2"
 
@@ -39,24 +40,25 @@ def index_lines(tar_path: Path) -> list[str]:
     return [" ".join(parts) for parts in samples]
 
 
-def write_index(tar_path: Path, index_path: Path) -> None:
-    lines = index_lines(tar_path)
+def write_index(lines: list[str], index_path: Path) -> None:
     index_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{INDEX_VERSION} {len(lines)}\n" + "\n".join(lines) + "\n")
-    os.replace(tmp, index_path)  # atomic: a concurrent reader sees no half-written index
+    with atomic_write(index_path) as f:  # a concurrent reader sees no half-written index
+        f.write(f"{INDEX_VERSION} {len(lines)}\n" + "\n".join(lines) + "\n")
 
 
 def cached_index(tar_path: Path, sha256: str, data_root: Path) -> Path:
     """Path of an index for tar_path, writing it first if needed."""
     name = f"{sha256[:32]}.idx"
+    lines = None  # the tar is scanned once, even when the first folder is read-only
     for folder in (data_root / ".cache" / "dali-index",
                    Path(tempfile.gettempdir()) / "fastcifar-dali-index"):
         path = folder / name
         if path.exists():
             return path
         try:
-            write_index(tar_path, path)
+            if lines is None:
+                lines = index_lines(tar_path)
+            write_index(lines, path)
             return path
         except OSError:
             continue

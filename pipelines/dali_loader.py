@@ -24,14 +24,14 @@ import numpy as np
 import torch
 
 from fastcifar.augment import AugmentConfig, identity_params
+from fastcifar.augment.config import IMAGE_SIZE
 from fastcifar.errors import MissingExtraError
 from fastcifar.pipelines.base import (
     AUGMENT_STREAM, MIX_STREAM, ORDER_STREAM, BaseLoader, LoaderSpec, derive_seed,
-    make_generator, samples_per_rank, shard_bounds,
+    samples_per_rank, shard_bounds, stream_generator,
 )
 from fastcifar.pipelines.mixing import BatchMixer
 
-IMAGE_SIZE = 32
 MAX_SHUFFLE_BUFFER = 1 << 16  # samples; CIFAR's 50k train split (150 MB) fits whole
 _DALI_SEED_MOD = 1 << 31  # DALI seeds are C ints
 
@@ -203,9 +203,8 @@ class DALILoader(BaseLoader):
         batches = DALIGenericIterator([pipe], ["images", "labels", *self.param_names],
                                       reader_name="reader", last_batch_policy=policy,
                                       auto_reset=False)
-        mix = BatchMixer(s.augment, make_generator(
-            derive_seed(s.seed, self.epoch, MIX_STREAM, s.rank), s.device), s.device,
-            erase=True)
+        mix = BatchMixer(s.augment, stream_generator(s, self.epoch, MIX_STREAM), s.device,
+                         erase=True)
         # Capped at len(self): with rotating blocks a rank may read one sample more than
         # another, and every rank must run the same number of batches.
         for _, (data,) in zip(range(len(self)), batches):

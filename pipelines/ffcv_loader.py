@@ -22,14 +22,14 @@ from itertools import repeat
 import numpy as np
 import torch
 
-from fastcifar.augment import augment, identity_params
+from fastcifar.augment import augment
 from fastcifar.errors import MissingExtraError
 from fastcifar.threads import keep_thread_counts
 from fastcifar.pipelines.base import (
     AUGMENT_STREAM, BaseLoader, LoaderSpec, batch_sizes, copy_images, derive_seed,
-    epoch_batch_params, spec_epoch_indices,
+    epoch_batch_params, samples_per_rank, spec_epoch_indices,
 )
-from fastcifar.pipelines.mixing import mix_batch
+from fastcifar.pipelines.mixing import smoothed_targets
 
 
 def _order_factory(spec: LoaderSpec, num_samples: int):
@@ -127,7 +127,9 @@ class FFCVLoader(BaseLoader):
     def _batch_params(self):
         """The native loader's parameter stream for this epoch (same seeds, same draws)."""
         spec = self.spec
-        sizes = batch_sizes(len(self.epoch_indices()), spec.batch_size)
+        count = samples_per_rank(self.num_samples, spec.rank, spec.world_size, spec.batch_size,
+                                 spec.drop_last)
+        sizes = batch_sizes(count, spec.batch_size)
         return epoch_batch_params(spec, sizes, self.epoch)
 
     def _augment(self, images, labels, batch_params):
@@ -142,7 +144,7 @@ class FFCVLoader(BaseLoader):
         """float32 [B,32,32,3] already augmented by the in-pipeline op."""
         spec = self.spec
         if spec.augment.soft_targets:  # label smoothing alone: targets only
-            _, labels = mix_batch(images, labels, identity_params(labels.shape[0]), spec.augment)
+            labels = smoothed_targets(labels, spec.augment)
         if self.output_buffers is not None:
             return self.deliver(images.permute(0, 3, 1, 2), labels)
         # FFCV recycles its output memory a few batches later: hand out our own copy.

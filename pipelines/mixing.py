@@ -14,17 +14,13 @@ from __future__ import annotations
 import torch
 
 from fastcifar.augment import AugmentConfig
-from fastcifar.augment.params import AugmentParams, sample_params
-from fastcifar.augment.reference import mix_weights, soft_targets
+from fastcifar.augment.params import AugmentParams, identity_params, sample_params
+from fastcifar.augment.reference import box_mask, mix_weights, soft_targets
 
 
 def erase_batch(images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
     """Zero each image's erase box (y0, y1, x0, x1; empty boxes erase nothing), in place."""
-    box = params.erase_box.to(images.device).long()
-    grid = torch.arange(images.shape[-1], device=images.device)
-    rows = (grid >= box[:, 0:1]) & (grid < box[:, 1:2])  # [B, H]
-    cols = (grid >= box[:, 2:3]) & (grid < box[:, 3:4])  # [B, W]
-    inside = rows[:, None, :, None] & cols[:, None, None, :]  # [B, 1, H, W]
+    inside = box_mask(params.erase_box.to(images.device))[:, None]  # [B, 1, H, W]
     return images.masked_fill_(inside, 0)
 
 
@@ -39,22 +35,30 @@ def mix_batch(images: torch.Tensor, labels: torch.Tensor, params: AugmentParams,
     return images, soft_targets(labels, params, config)
 
 
+def smoothed_targets(labels: torch.Tensor, config: AugmentConfig) -> torch.Tensor:
+    """Soft targets without mixing (label smoothing alone): nothing to draw."""
+    return soft_targets(labels, identity_params(labels.shape[0], labels.device), config)
+
+
 class BatchMixer:
     """Per-epoch finishing of a float batch whose images arrive already augmented per
     image: random erasing when `erase` (a loader whose per-image ops cannot do it) and
-    mixup/cutmix with soft targets; a no-op when the config asks for neither.
+    mixup/cutmix with soft targets; with neither, only label smoothing (nothing drawn)
+    or nothing at all.
 
-    `last_params` holds the parameters of the last batch (tests replay them)."""
+    `last_params` holds the parameters of the last batch drawn (tests replay them)."""
 
     def __init__(self, config: AugmentConfig, generator: torch.Generator | None,
                  device: torch.device, *, erase: bool = False):
         self.config, self.device = config, device
         self.erase = erase and config.erase_prob > 0
-        self.generator = generator if (config.soft_targets or self.erase) else None
+        self.generator = generator
         self.last_params: AugmentParams | None = None
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):
-        if self.generator is None:
+        if not (self.erase or self.config.mixing):
+            if self.config.soft_targets:
+                labels = smoothed_targets(labels, self.config)
             return images, labels
         params = sample_params(self.config, images.shape[0], self.generator, self.device)
         self.last_params = params

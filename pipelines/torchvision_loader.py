@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 from fastcifar.augment import AugmentConfig
+from fastcifar.augment.config import IMAGE_SIZE
 from fastcifar.pipelines.base import (
-    AUGMENT_STREAM, MIX_STREAM, BaseLoader, LoaderSpec, derive_seed, make_generator,
+    AUGMENT_STREAM, MIX_STREAM, BaseLoader, LoaderSpec, derive_seed, samples_per_rank,
+    stream_generator,
 )
 from fastcifar.pipelines.mixing import BatchMixer
-
-IMAGE_SIZE = 32
 
 
 class Cutout(torch.nn.Module):
@@ -94,7 +94,9 @@ class EpochSampler(torch.utils.data.Sampler):
         self.loader = loader
 
     def __len__(self) -> int:
-        return len(self.loader.epoch_indices())
+        loader, s = self.loader, self.loader.spec
+        return samples_per_rank(loader.num_samples, s.rank, s.world_size, s.batch_size,
+                                s.drop_last)
 
     def __iter__(self):
         loader = self.loader
@@ -121,8 +123,7 @@ class TorchvisionLoader(BaseLoader):
 
     def __iter__(self):
         s = self.spec
-        mix = BatchMixer(s.augment, make_generator(
-            derive_seed(s.seed, self.epoch, MIX_STREAM, s.rank), s.device), s.device)
+        mix = BatchMixer(s.augment, stream_generator(s, self.epoch, MIX_STREAM), s.device)
         for images, labels in self.data_loader:
             images = images.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW channels_last
             images = images.to(s.device, s.dtype, non_blocking=True)

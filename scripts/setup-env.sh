@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates the virtual environment and installs fastcifar with every extra this machine
-# can take: the FFCV extra needs OpenCV and libturbojpeg headers (installed with apt when
-# running as root on Debian/Ubuntu), the DALI extra needs a 190 MB wheel.
+# can take: the FFCV extra compiles a C++ extension against OpenCV, libturbojpeg and the
+# Python headers (installed with apt when running as root on Debian/Ubuntu), the DALI
+# extra needs a 190 MB wheel.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
@@ -11,22 +12,25 @@ pip_quiet() {  # pip's own errors still fail the script; only the find-links noi
     return "${PIPESTATUS[0]}"
 }
 
+have_cxx() { command -v c++ >/dev/null || command -v g++ >/dev/null; }
+ffcv_buildable() { pkg-config --exists opencv4 libturbojpeg 2>/dev/null && have_cxx; }
+
+# Before the venv is made: Debian/Ubuntu's python3 needs python3-venv for `-m venv`.
+if ! ffcv_buildable && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing FFCV's system packages (g++, Python headers, pkg-config, OpenCV, libturbojpeg) and python3-venv with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        g++ python3-dev python3-venv pkg-config libopencv-dev libturbojpeg0-dev >/dev/null
+fi
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 pip_quiet --upgrade pip setuptools wheel
 "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null || pip_quiet $TORCH
 
 extras="dev,dali"
-if ! pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "installing FFCV's system packages (pkg-config, OpenCV, libturbojpeg) with apt-get"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-            pkg-config libopencv-dev libturbojpeg0-dev >/dev/null
-    fi
-fi
-if pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
+if ffcv_buildable; then
     extras="$extras,ffcv"
 else
-    echo "note: skipping the ffcv extra: run 'apt-get install pkg-config libopencv-dev libturbojpeg0-dev' first"
+    echo "note: skipping the ffcv extra: run 'apt-get install g++ python3-dev pkg-config libopencv-dev libturbojpeg0-dev' first"
 fi
 pip_quiet -e ".[$extras]"
 "$VENV/bin/python" -c "import fastcifar.pipelines" || { echo "install failed" >&2; exit 1; }

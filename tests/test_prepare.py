@@ -15,7 +15,6 @@ from fastcifar.errors import UserError
 from fastcifar.prepare import PrepareConfig, prepare
 from fastcifar.storage import MANIFEST, dataset_dir
 from tests.cifar_fixtures import make_cifar_archive, make_cifar_folder
-from tests.conftest import has_module
 
 QUIET = dict(log=lambda *_: None)
 
@@ -57,7 +56,7 @@ def test_extracted_folder_round_trip(tmp_path, layout):
     _assert_loads("cifar100", tmp_path / "data2", truth)
 
 
-def test_dali_shard_holds_exact_records(tmp_path):
+def test_webdataset_shard_holds_exact_records(tmp_path):
     archive, truth = make_cifar_archive(tmp_path / "a.tar.gz", train_size=20, test_size=10)
     _prepare(archive, tmp_path / "data", formats=("native", "dali"))
     with tarfile.open(dataset_dir("cifar10", tmp_path / "data") / "dali/test.tar") as tar:
@@ -70,7 +69,6 @@ def test_dali_shard_holds_exact_records(tmp_path):
             assert np.frombuffer(cls, "<i8")[0] == truth["test"][1][i]
 
 
-@pytest.mark.skipif(not has_module("ffcv"), reason="ffcv extra not installed")
 def test_ffcv_shard_is_written_and_listed(tmp_path):
     from ffcv.reader import Reader
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-IMAGE_SIZE = 32
+from fastcifar.augment.config import IMAGE_SIZE
+
 NUM_BINS = 10
 
 # op: (largest magnitude (bin 9), signed); magnitudes are linspace(0, largest, 10)
@@ -44,6 +46,7 @@ OPS = {
 }
 OP_NAMES = tuple(OPS)
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+_GEOMETRIC_ID = {name: OP_NAMES.index(name) for name in GEOMETRIC}
 BLENDS = ("Brightness", "Color", "Contrast")
 
 # The CIFAR-10 policy of the AutoAugment paper: 25 sub-policies of two
@@ -104,7 +107,7 @@ def sample_autoaugment(batch_size: int, generator: torch.Generator | None,
                        device: torch.device | str) -> AutoAugmentParams:
     kw = dict(generator=generator, device=device)
     policy = torch.randint(len(CIFAR10_POLICY), (batch_size,), **kw)
-    probability = _tables(torch.device(device))[1][policy]  # [B, 2]
+    probability = _tables(torch.device(device)).probability[policy]  # [B, 2]
     applied = torch.rand(batch_size, 2, **kw) < probability
     negate = torch.rand(batch_size, 2, **kw) < 0.5
     return AutoAugmentParams(policy=policy, applied=applied, negate=negate)
@@ -119,12 +122,12 @@ def autoaugment(images: torch.Tensor, params: AutoAugmentParams, *,
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be uint8 [B, H, W, 3], got {images.dtype} "
                          f"{list(images.shape)}")
-    ops, _, magnitudes, signed = _tables(images.device)[:4]
+    tables = _tables(images.device)
     x = images.permute(0, 3, 1, 2)  # NCHW view of the HWC batch
     for step in range(2):
-        op = ops[params.policy, step]
-        sign = torch.where(params.negate[:, step] & signed[op], -1.0, 1.0)
-        value = magnitudes[params.policy, step] * sign  # float64 [B]
+        op = tables.ops[params.policy, step]
+        sign = torch.where(params.negate[:, step] & tables.signed[op], -1.0, 1.0)
+        value = tables.magnitudes[params.policy, step] * sign  # float64 [B]
         x = _apply(x, op, value, params.applied[:, step],
                    images.is_cuda if sync_free is None else sync_free)
     return x.permute(0, 2, 3, 1).contiguous()
@@ -140,7 +143,7 @@ def _apply(x: torch.Tensor, op: torch.Tensor, value: torch.Tensor,
     work, since a sample takes at most one op per step).
     """
     out = x.clone()
-    for (_, kernel), ids in zip(_GROUPS, _tables(x.device)[4]):
+    for (_, kernel), ids in zip(_GROUPS, _tables(x.device).group_ops):
         mask = applied & torch.isin(op, ids)
         if sync_free:
             out = torch.where(mask[:, None, None, None], kernel(x, op, value), out)
@@ -186,16 +189,15 @@ def _geometric(x: torch.Tensor, op: torch.Tensor, value: torch.Tensor) -> torch.
     nearest neighbour, zeros outside: torchvision's affine/rotate with one grid per sample."""
     height, width = x.shape[-2:]
     zero = torch.zeros_like(value)
-    index = {name: OP_NAMES.index(name) for name in GEOMETRIC}
     shear = torch.atan(value)  # torchvision: shear = degrees(atan(magnitude))
-    shear_x = torch.where(op == index["ShearX"], shear, zero)
-    shear_y = torch.where(op == index["ShearY"], shear, zero)
+    shear_x = torch.where(op == _GEOMETRIC_ID["ShearX"], shear, zero)
+    shear_y = torch.where(op == _GEOMETRIC_ID["ShearY"], shear, zero)
     # Translations are whole pixels (int() truncates toward zero, as torchvision does).
-    tx = torch.where(op == index["TranslateX"], value.trunc(), zero)
-    ty = torch.where(op == index["TranslateY"], value.trunc(), zero)
+    tx = torch.where(op == _GEOMETRIC_ID["TranslateX"], value.trunc(), zero)
+    ty = torch.where(op == _GEOMETRIC_ID["TranslateY"], value.trunc(), zero)
     # rotate() passes -angle to the affine matrix; shears turn about the top-left corner.
-    rotation = torch.where(op == index["Rotate"], -value * (math.pi / 180.0), zero)
-    shearing = (op == index["ShearX"]) | (op == index["ShearY"])
+    rotation = torch.where(op == _GEOMETRIC_ID["Rotate"], -value * (math.pi / 180.0), zero)
+    shearing = (op == _GEOMETRIC_ID["ShearX"]) | (op == _GEOMETRIC_ID["ShearY"])
     cx = torch.where(shearing, torch.full_like(value, -0.5 * width), zero)
     cy = torch.where(shearing, torch.full_like(value, -0.5 * height), zero)
 
@@ -247,7 +249,7 @@ _BLEND_TARGETS = {
 
 def _sharpness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Blend the interior with a 3x3 smoothing of itself (borders kept), as torchvision."""
-    kernel = _tables(x.device)[5]
+    kernel = _tables(x.device).sharpness_kernel
     out = x.float()
     blurred = F.conv2d(out, kernel, groups=3).round_()
     interior = out[..., 1:-1, 1:-1]
@@ -274,28 +276,38 @@ _GROUPS = (
     (("Invert",), lambda x, _op, _value: 255 - x),
 )
 
+
+class _Tables(NamedTuple):
+    """The policy and op constants as tensors on one device."""
+
+    ops: torch.Tensor  # int64 [25, 2]: op id of each sub-policy's steps
+    probability: torch.Tensor  # float32 [25, 2]
+    magnitudes: torch.Tensor  # float64 [25, 2]
+    signed: torch.Tensor  # bool [num ops]: the magnitude's sign is drawn
+    group_ops: tuple[torch.Tensor, ...]  # the op ids of each of _GROUPS
+    sharpness_kernel: torch.Tensor  # float32 [3, 1, 3, 3]: 1s around a 5, over 13, per channel
+
+
 _TABLE_CACHE: dict = {}
 
 
-def _tables(device: torch.device):
-    """(op id int64 [25, 2], probability float32 [25, 2], magnitude float64 [25, 2],
-    signed bool [num ops], the op ids of each of _GROUPS, the sharpness filter) on
-    `device`, built once per device (building copies from the host: never per batch)."""
+def _tables(device: torch.device) -> _Tables:
+    """The tables on `device`, built once per device (building copies from the host:
+    never per batch)."""
     if device not in _TABLE_CACHE:
         ops = [[OP_NAMES.index(name) for name, _, _ in policy] for policy in CIFAR10_POLICY]
         probability = [[p for _, p, _ in policy] for policy in CIFAR10_POLICY]
         magnitudes = [[magnitude(name, level) for name, _, level in policy]
                       for policy in CIFAR10_POLICY]
         signed = [OPS[name][1] for name in OP_NAMES]
-        _TABLE_CACHE[device] = (
-            torch.tensor(ops, device=device),
-            torch.tensor(probability, dtype=torch.float32, device=device),
-            torch.tensor(magnitudes, dtype=torch.float64, device=device),
-            torch.tensor(signed, device=device),
-            tuple(torch.tensor([OP_NAMES.index(n) for n in names], device=device)
-                  for names, _ in _GROUPS),
-            # sharpness: 1s around a 5, over 13, one 3x3 filter per channel
-            (torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0)
-            .expand(3, 1, 3, 3).contiguous().to(device),
+        sharpness = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
+        _TABLE_CACHE[device] = _Tables(
+            ops=torch.tensor(ops, device=device),
+            probability=torch.tensor(probability, dtype=torch.float32, device=device),
+            magnitudes=torch.tensor(magnitudes, dtype=torch.float64, device=device),
+            signed=torch.tensor(signed, device=device),
+            group_ops=tuple(torch.tensor([OP_NAMES.index(n) for n in names], device=device)
+                            for names, _ in _GROUPS),
+            sharpness_kernel=sharpness.expand(3, 1, 3, 3).contiguous().to(device),
         )
     return _TABLE_CACHE[device]

@@ -6,13 +6,11 @@ Bytes count the uint8 pixels read plus the output written.
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
 from fastcifar.augment import AugmentConfig, augment, sample_params
 from fastcifar.augment.autoaugment import sample_autoaugment
+from fastcifar.bench.timing import time_repeats
 
 REPEATS = 5
 WARMUP_CALLS = 3
@@ -42,43 +40,13 @@ def measure_augment(impl: str, batch_size: int, device: torch.device | str = "cp
                                  out_targets=out_targets, dtype=dtype, impl=impl,
                                  autoaugment_params=policy)
 
-    for _ in range(WARMUP_CALLS):  # compiles numba/Triton and fills caches (excluded)
-        step()
-    timer = _CudaTimer() if device.type == "cuda" else _WallTimer()
-    calls = _calls_per_repeat(step, timer, seconds / REPEATS)
-    rates = [calls * batch_size / timer.time(step, calls) for _ in range(REPEATS)]
-    images_per_sec = statistics.median(rates)
+    # The warm-up compiles numba/Triton and fills caches (excluded).
+    timing = time_repeats(step, repeats=REPEATS, warmup=WARMUP_CALLS,
+                          repeat_seconds=seconds / REPEATS, items_per_call=batch_size,
+                          device=device)
+    images_per_sec = timing.items_per_sec
     bytes_per_image = 32 * 32 * 3 * (1 + out.element_size())
     return {"impl": impl, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-            "batch_size": batch_size, "calls_per_repeat": calls, "repeats": REPEATS,
-            "images_per_sec": images_per_sec, "bytes_per_sec": images_per_sec * bytes_per_image}
-
-
-def _calls_per_repeat(step, timer, target_seconds: float) -> int:
-    calls = 1
-    while True:
-        elapsed = timer.time(step, calls)
-        if elapsed >= target_seconds / 4 or calls >= 1 << 20:
-            return max(1, int(calls * target_seconds / max(elapsed, 1e-9)))
-        calls *= 4
-
-
-class _WallTimer:
-    def time(self, step, calls: int) -> float:
-        start = time.perf_counter()
-        for _ in range(calls):
-            step()
-        return time.perf_counter() - start
-
-
-class _CudaTimer:
-    """CUDA events around the launches: measures device time, one sync per repeat."""
-
-    def time(self, step, calls: int) -> float:
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            step()
-        stop.record()
-        stop.synchronize()
-        return start.elapsed_time(stop) / 1000.0
+            "batch_size": batch_size, "calls_per_repeat": timing.calls_per_repeat,
+            "repeats": REPEATS, "images_per_sec": images_per_sec,
+            "bytes_per_sec": images_per_sec * bytes_per_image}

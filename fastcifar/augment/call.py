@@ -43,26 +43,44 @@ def prepare_call(images: torch.Tensor, labels: torch.Tensor, params: AugmentPara
     if dtype not in OUTPUT_DTYPES:
         raise ValueError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype}")
 
-    image_shape = (batch_size, 3, IMAGE_SIZE, IMAGE_SIZE)
+    check_outputs(out, out_targets, batch_size, config, dtype, device)
     if out is None:
-        out = torch.empty(image_shape, dtype=dtype, device=device,
+        out = torch.empty((batch_size, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=dtype, device=device,
                           memory_format=torch.channels_last)
-    elif (tuple(out.shape) != image_shape or out.dtype != dtype or out.device != device
-          or not out.permute(0, 2, 3, 1).is_contiguous()):
-        raise ValueError(f"out must be {dtype} {list(image_shape)} channels_last on {device}, got "
-                         f"{out.dtype} {list(out.shape)} strides {out.stride()} on {out.device}")
-
-    if config.soft_targets:
-        target_shape, target_dtype = (batch_size, config.num_classes), torch.float32
-    else:
-        target_shape, target_dtype = (batch_size,), torch.int64
     if out_targets is None:
+        target_shape, target_dtype = target_layout(batch_size, config)
         out_targets = torch.empty(target_shape, dtype=target_dtype, device=device)
-    elif (tuple(out_targets.shape) != target_shape or out_targets.dtype != target_dtype
-          or out_targets.device != device or not out_targets.is_contiguous()):
-        raise ValueError(f"out_targets must be contiguous {target_dtype} {list(target_shape)} "
-                         f"on {device}, got {out_targets.dtype} {list(out_targets.shape)}")
     return batch_size, out, out_targets
+
+
+def check_outputs(out: torch.Tensor | None, out_targets: torch.Tensor | None, batch_size: int,
+                  config: AugmentConfig, dtype: torch.dtype, device: torch.device,
+                  names: tuple[str, str] = ("out", "out_targets")) -> None:
+    """Raise ValueError unless each buffer given (None is skipped) is exactly what a call
+    writes: images [B,3,32,32] channels_last in `dtype`, targets as target_layout says;
+    `names` are the buffers' names in the message."""
+    image_shape = (batch_size, 3, IMAGE_SIZE, IMAGE_SIZE)
+    if out is not None and (tuple(out.shape) != image_shape or out.dtype != dtype
+                            or out.device != device
+                            or not out.permute(0, 2, 3, 1).is_contiguous()):
+        raise ValueError(f"{names[0]} must be {dtype} {list(image_shape)} channels_last on "
+                         f"{device}, got {out.dtype} {list(out.shape)} strides {out.stride()} "
+                         f"on {out.device}")
+    target_shape, target_dtype = target_layout(batch_size, config)
+    if out_targets is not None and (tuple(out_targets.shape) != target_shape
+                                    or out_targets.dtype != target_dtype
+                                    or out_targets.device != device
+                                    or not out_targets.is_contiguous()):
+        raise ValueError(f"{names[1]} must be contiguous {target_dtype} {list(target_shape)} "
+                         f"on {device}, got {out_targets.dtype} {list(out_targets.shape)} "
+                         f"on {out_targets.device}")
+
+
+def target_layout(batch_size: int, config: AugmentConfig) -> tuple[tuple[int, ...], torch.dtype]:
+    """(shape, dtype) of the targets: float32 [B, K] soft targets, else int64 [B] labels."""
+    if config.soft_targets:
+        return (batch_size, config.num_classes), torch.float32
+    return (batch_size,), torch.int64
 
 
 def target_coefficients(config: AugmentConfig) -> tuple[float, float]:

@@ -42,7 +42,7 @@ def augment_reference(images: torch.Tensor, labels: torch.Tensor, params: Augmen
 
 def mix_weights(params: AugmentParams) -> torch.Tensor:
     """[B, H, W] float32: the weight a of each sample's own pixel (0 in its mix box)."""
-    return torch.where(_box_mask(params.mix_box), 0.0, params.mix_weight[:, None, None])
+    return torch.where(box_mask(params.mix_box), 0.0, params.mix_weight[:, None, None])
 
 
 def soft_targets(labels: torch.Tensor, params: AugmentParams,
@@ -60,7 +60,7 @@ def _augmented_pixels(batch: torch.Tensor, params: AugmentParams, config: Augmen
     pixels = crop_flip(batch, params, config)
     channels = torch.arange(3, device=batch.device)
     values = lut[channels, pixels.long()]  # LUT gather: [B, H, W, 3] float32
-    return values.masked_fill(_box_mask(params.erase_box)[..., None], 0.0)
+    return values.masked_fill(box_mask(params.erase_box)[..., None], 0.0)
 
 
 def crop_flip(batch: torch.Tensor, params: AugmentParams, config: AugmentConfig) -> torch.Tensor:
@@ -97,7 +97,7 @@ def _reflect(index: torch.Tensor) -> torch.Tensor:
     return torch.where(index < 0, -index, torch.where(index > last, 2 * last - index, index))
 
 
-def _box_mask(box: torch.Tensor) -> torch.Tensor:
+def box_mask(box: torch.Tensor) -> torch.Tensor:
     """[B, H, W] bool: inside [y0, y1) x [x0, x1) of each sample's box."""
     coords = torch.arange(IMAGE_SIZE, device=box.device)
     in_y = (coords >= box[:, 0, None]) & (coords < box[:, 1, None])

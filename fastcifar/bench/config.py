@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from fastcifar.engine.config import BACKENDS
 from fastcifar.errors import UserError
 
 SUITES = ("pipeline", "step", "e2e")
-BACKENDS = ("native", "ffcv", "dali", "torchvision")
 BASELINE_BACKEND = "torchvision"
 BACKEND_FORMATS = {"native": "native", "torchvision": "native", "ffcv": "ffcv", "dali": "dali"}
 HISTORY_ENV = "FASTCIFAR_BENCH_HISTORY"

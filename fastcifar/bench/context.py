@@ -10,9 +10,7 @@ import torch
 from fastcifar.bench.config import BenchConfig
 from fastcifar.bench.data import DataProvider
 from fastcifar.bench.timing import Timing
-
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DTYPE_NAMES = {v: k for k, v in TORCH_DTYPES.items()}
+from fastcifar.engine.step import TORCH_DTYPES
 
 
 class Skip(Exception):

@@ -74,8 +74,7 @@ def measure_e2e(ctx: SuiteContext, baselines: dict, task: Task) -> dict:
         def step_alone():
             trainer.train_batch(trainer.buffers.images, trainer.buffers.targets)
 
-        warmup = budget.step_warmup + (trainer.runner.warmup_steps + 1
-                                       if getattr(trainer.runner, "warmup_steps", 0) else 0)
+        warmup = budget.step_warmup + trainer.runner.warmup_calls
         common = dict(repeats=budget.repeats, repeat_seconds=budget.repeat_seconds,
                       items_per_call=train.per_rank_batch_size, device=ctx.device)
         try:

@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from fastcifar.bench.timing import calls_for, time_repeats
+from fastcifar.bench.timing import time_repeats
 
 # Dense bf16 tensor-core TFLOP/s and memory bandwidth GB/s from vendor datasheets, by a
 # name as torch.cuda.get_device_name reports it (the longest matching name wins).
@@ -54,9 +54,7 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype = torch.bfloat16, *,
     def run():
         torch.mm(a, b, out=out)
 
-    run()
-    calls = calls_for(run, seconds, device=device)
-    timing = time_repeats(run, repeats=repeats, warmup=1, calls_per_repeat=calls, device=device)
+    timing = time_repeats(run, repeats=repeats, warmup=1, repeat_seconds=seconds, device=device)
     flops = 2.0 * n ** 3 * timing.calls_per_repeat
     return {"matmul_dtype": str(dtype).removeprefix("torch."), "matmul_size": n,
             "matmul_tflops": flops / timing.median_seconds / 1e12}
@@ -73,8 +71,6 @@ def copy_bandwidth(device: torch.device, *, megabytes: int | None = None, repeat
     def run():
         dst.copy_(src)
 
-    run()
-    calls = calls_for(run, seconds, device=device)
-    timing = time_repeats(run, repeats=repeats, warmup=1, calls_per_repeat=calls, device=device)
+    timing = time_repeats(run, repeats=repeats, warmup=1, repeat_seconds=seconds, device=device)
     moved = 2.0 * nbytes * timing.calls_per_repeat  # each byte is read once and written once
     return {"copy_bytes": nbytes, "bandwidth_gbs": moved / timing.median_seconds / 1e9}

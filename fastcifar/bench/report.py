@@ -7,8 +7,9 @@ env fields merged in (result keys win), appended, so `jq`/pandas read it line by
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from fastcifar.atomic import atomic_write
 
 # env fields that identify a run in the history without making each line huge
 HISTORY_ENV_FIELDS = (
@@ -107,9 +108,8 @@ def write_json(path, report: dict) -> None:
     path = Path(path)
     if path.parent != Path(""):
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(json.dumps(report, indent=2, default=str) + "\n")
 
 
 def history_lines(report: dict) -> list[dict]:

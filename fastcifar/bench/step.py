@@ -61,7 +61,7 @@ def measure_step(ctx: SuiteContext, baselines: dict, variant: StepVariant, task:
 
         try:
             timing = time_repeats(run, repeats=budget.repeats,
-                                  warmup=built.warmup_calls + budget.step_warmup,
+                                  warmup=built.runner.warmup_calls + budget.step_warmup,
                                   repeat_seconds=budget.repeat_seconds,
                                   items_per_call=train.per_rank_batch_size, device=ctx.device)
             finite = bool(torch.isfinite(built.buffers.metrics).all())

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 def train_config(model: str, dataset: str, device: str, **options):
     """The TrainConfig `fastcifar train --model M --dataset D --device X ...` would run."""
     from fastcifar.engine.config import resolve_config
@@ -30,8 +29,6 @@ def train_config(model: str, dataset: str, device: str, **options):
 class BuiltStep:
     runner: object  # EagerRunner | GraphRunner
     buffers: object  # StepBuffers
-    model: torch.nn.Module
-    warmup_calls: int  # calls before the runner is in its steady state
 
 
 def build_step(config, seed: int = 0) -> BuiltStep:
@@ -39,7 +36,6 @@ def build_step(config, seed: int = 0) -> BuiltStep:
     from fastcifar.datasets import get_dataset
     from fastcifar.engine import build
     from fastcifar.engine.dist import DistContext
-    from fastcifar.engine.step import GraphRunner
 
     ctx = DistContext.single(config.device)
     build.configure_backends(config, ctx.device)
@@ -49,10 +45,7 @@ def build_step(config, seed: int = 0) -> BuiltStep:
     buffers.lr.fill_(config.lr)
     fill_synthetic_batch(buffers, get_dataset(config.dataset).num_classes, seed)
     runner = build.build_runner(config, ctx, model, optimizer, buffers, scaler)
-    # A graph runner's first calls are eager warm-ups, then one capture; a compiled model
-    # compiles on its first call.
-    warmup = runner.warmup_steps + 1 if isinstance(runner, GraphRunner) else 0
-    return BuiltStep(runner=runner, buffers=buffers, model=model, warmup_calls=warmup)
+    return BuiltStep(runner=runner, buffers=buffers)
 
 
 def fill_synthetic_batch(buffers, num_classes: int, seed: int) -> None:

@@ -8,6 +8,8 @@ import sys
 
 import click
 
+# The modules, not their commands: a command named like its module would hide it.
+from fastcifar.cli import bench, models, prepare, train
 from fastcifar.errors import UserError
 
 
@@ -49,18 +51,7 @@ def main():
     """
 
 
-def _register():
-    from fastcifar.cli.prepare import prepare
-
-    main.add_command(prepare)
-    for module, name in (("models", "models"), ("train", "train"), ("bench", "bench")):
-        try:
-            command = getattr(__import__(f"fastcifar.cli.{module}", fromlist=[name]), name)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"fastcifar.cli.{module}":
-                raise
-            continue
-        main.add_command(command)
-
-
-_register()
+main.add_command(prepare.prepare)
+main.add_command(models.models)
+main.add_command(train.train)
+main.add_command(bench.bench)

@@ -44,7 +44,8 @@ def _parse_epochs(ctx, param, value):
 @click.option("--wd", "weight_decay", type=float, help="Weight decay (L2).")
 @click.option("--no-decay-bias-bn/--decay-bias-bn", "no_decay_bias_bn", default=None,
               help="Exempt biases and BN parameters from weight decay.")
-@_flag("zero-init", "Zero-init the last BN gamma of each residual block.")
+@click.option("--zero-init/--no-zero-init", "zero_init_residual", default=None,
+              help="Zero-init the last BN gamma of each residual block.")
 @click.option("--drop-path", type=float)
 @_flag("sync-bn", "SyncBatchNorm across processes (CUDA).")
 @click.option("--label-smoothing", type=float)
@@ -79,7 +80,7 @@ def _parse_epochs(ctx, param, value):
 @_flag("progress", "Show a progress bar.")
 @click.option("--log-every", type=click.IntRange(min=1),
               help="Batches between progress-bar updates.")
-def train(amp, no_decay_bias_bn, zero_init, **options):
+def train(amp, **options):
     """Train a model; writes config.json, metrics.jsonl, checkpoint.pt and summary.json.
 
     \b
@@ -108,6 +109,4 @@ def train(amp, no_decay_bias_bn, zero_init, **options):
             raise UserError("--amp/--no-amp contradicts --dtype")
         if not amp:
             options["dtype"] = "fp32"
-    options["no_decay_bias_bn"] = no_decay_bias_bn
-    options["zero_init_residual"] = zero_init
     run(resolve_config(options))

@@ -5,8 +5,7 @@ import torch
 from torch import nn
 
 from fastcifar.datasets import get_dataset
-
-TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+from fastcifar.engine.step import TORCH_DTYPES, StepBuffers, TrainStep, make_runner
 
 
 def build_model(config, device: torch.device) -> nn.Module:
@@ -101,7 +100,6 @@ def build_step_state(config, model: nn.Module, device: torch.device):
     """(buffers, optimizer, grad_scaler) of a step: static buffers with the lr as a device
     tensor the optimizer reads, and a GradScaler for fp16 (eager only)."""
     from fastcifar.engine.optim import build_optimizer
-    from fastcifar.engine.step import StepBuffers
 
     buffers = StepBuffers.allocate(
         config.per_rank_batch_size,
@@ -118,8 +116,6 @@ def build_step_state(config, model: nn.Module, device: torch.device):
 
 def build_runner(config, ctx, model: nn.Module, optimizer, buffers, grad_scaler):
     """The runner (eager, or CUDA graph) of forward + loss + backward + update."""
-    from fastcifar.engine.step import TrainStep, make_runner
-
     step = TrainStep(wrap_for_training(model, config, ctx), optimizer, buffers,
                      label_smoothing=loss_label_smoothing(config), dtype=config.dtype,
                      grad_scaler=grad_scaler)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from fastcifar.datasets import get_dataset
-from fastcifar.engine.recipes import RECIPES, Hyperparameters, default_recipe, get_recipe
+from fastcifar.engine.recipes import Hyperparameters, default_recipe, get_recipe
 from fastcifar.errors import UserError
 
 BACKENDS = ("native", "ffcv", "dali", "torchvision")
@@ -29,6 +29,9 @@ RUNTIME_FIELDS = frozenset(
 )
 # Keys resolve_config accepts besides TrainConfig fields.
 INPUT_ONLY_KEYS = frozenset({"gpus", "nproc"})
+# Set by torchrun (or any launcher using its protocol); here, not in dist.py, so that
+# resolving a config does not import torch.distributed.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +62,10 @@ class TrainConfig(Hyperparameters):
     dtype: str = "fp32"  # compute dtype of the forward/backward
     graph: bool = False  # capture the train step in a CUDA graph
     compile: bool = False
-    channels_last: bool = True  # NHWC model and inputs (faster on CUDA and on this CPU)
+    # NHWC model and inputs: channels_last feeds cuDNN's NHWC tensor-core kernels, and
+    # oneDNN's on the CPU: resnet20 fwd+bwd+SGD, batch 100-128, 2 threads, 2-core VM, torch
+    # 2.14.1 (2026-11-29, quiet machine): 364-407 images/s NCHW vs 484-529 channels_last.
+    channels_last: bool = True
     seed: int = 0
     # this invocation
     resume: bool = False
@@ -142,12 +148,13 @@ def resolve_config(
             "(see `fastcifar models`)"
         )
 
-    recipe = get_recipe(options.get("recipe") or default_recipe(model))
+    # A given name (even an empty one) is what the config records, so it must exist.
+    recipe = get_recipe(options.get("recipe", default_recipe(model)))
     values: dict[str, Any] = {
         f.name: f.default
         for f in dataclasses.fields(TrainConfig)
         if f.default is not dataclasses.MISSING
-        and f.name not in ("device", "dtype", "graph", "channels_last")
+        and f.name not in ("device", "dtype", "graph")
     }
     values.update(
         (f.name, getattr(recipe, f.name)) for f in dataclasses.fields(recipe) if f.name in fields
@@ -269,11 +276,6 @@ def _resolve_execution(values: dict, options: Mapping[str, Any], cuda_device_cou
     if graph and dtype == "fp16":
         raise UserError("fp16 uses GradScaler, which cannot run in a CUDA graph: use bf16")
     values["graph"] = bool(graph)
-    if values.get("channels_last") is None:
-        # channels_last feeds cuDNN's NHWC tensor-core kernels, and oneDNN's on the CPU:
-        # resnet20 fwd+bwd+SGD, batch 100-128, 2 threads, 2-core VM, torch 2.14.1
-        # (2026-11-29, quiet machine): 364-407 images/s NCHW vs 484-529 channels_last.
-        values["channels_last"] = True
 
 
 def _takes_option(model: str, option: str) -> bool:
@@ -282,9 +284,11 @@ def _takes_option(model: str, option: str) -> bool:
     return model not in list_models() or option in model_options(model)
 
 
-def _torchrun_world_size() -> int | None:
-    from fastcifar.engine.dist import in_torchrun
+def in_torchrun() -> bool:
+    return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
+
+def _torchrun_world_size() -> int | None:
     return int(os.environ["WORLD_SIZE"]) if in_torchrun() else None
 
 
@@ -294,7 +298,6 @@ def _check(c: TrainConfig) -> None:
             raise UserError(message)
 
     need(c.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}")
-    need(c.recipe in RECIPES, f"unknown recipe {c.recipe!r}")
     need(c.epochs >= 1, "--epochs must be at least 1")
     need(c.batch_size >= 1, "--batch-size must be at least 1")
     need(

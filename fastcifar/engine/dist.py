@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from fastcifar.engine.config import in_torchrun  # noqa: F401 (dist.in_torchrun, for loop.py)
 from fastcifar.errors import UserError
 
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
 _EXIT_USER_ERROR = 3
 
 
@@ -54,10 +54,6 @@ class DistContext:
         device = torch.device("cuda", torch.cuda.current_device()) if device_type == "cuda" \
             else torch.device("cpu")
         return cls(device=device)
-
-
-def in_torchrun() -> bool:
-    return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 
 def init_from_env(device_type: str, *, graph: bool = False) -> DistContext:

@@ -34,7 +34,7 @@ class EMA:
         floats = [k for k, t in source.items() if t.is_floating_point()]
         self._src_float = [source[k] for k in floats]
         self._dst_float = [target[k] for k in floats]
-        others = [k for k in source if k not in set(floats)]
+        others = [k for k, t in source.items() if not t.is_floating_point()]
         self._src_other = [source[k] for k in others]
         self._dst_other = [target[k] for k in others]
 
@@ -52,8 +52,8 @@ class EMA:
     @torch.no_grad()
     def update(self) -> None:
         torch._foreach_lerp_(self._dst_float, self._src_float, 1.0 - self.current_decay())
-        for dst, src in zip(self._dst_other, self._src_other):
-            dst.copy_(src)
+        if self._dst_other:  # the foreach kernels refuse empty lists
+            torch._foreach_copy_(self._dst_other, self._src_other)
         self.updates += 1
 
     def state_dict(self) -> dict:

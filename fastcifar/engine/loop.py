@@ -29,6 +29,7 @@ from fastcifar.engine.run_dir import (
 from fastcifar.engine.schedule import build_schedule, lr_at
 from fastcifar.engine.step import SEEN
 from fastcifar.errors import UserError
+from fastcifar.models import count_params
 
 
 class TrainingDiverged(UserError):
@@ -265,7 +266,7 @@ def summarize(config, history: list[dict], model) -> dict:
         "best_epoch": best["epoch"],
         "train_seconds": train_seconds,
         "images_per_sec": images / max(train_seconds, 1e-9),
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_params(model),
         "device": config.device,
         "world_size": config.world_size,
         "dtype": config.dtype,

@@ -86,8 +86,6 @@ def build_optimizer(model: torch.nn.Module, config, lr: Tensor) -> SGD:
         from fastcifar.models import param_groups
 
         groups = param_groups(model, config.weight_decay)
-        groups = [dict(g, params=list(g["params"])) for g in groups]
-        groups = [g for g in groups if g["params"]]
     else:
         params = [p for p in model.parameters() if p.requires_grad]
         groups = [{"params": params, "weight_decay": config.weight_decay}]

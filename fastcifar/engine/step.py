@@ -31,6 +31,8 @@ from torch import Tensor
 
 # metrics layout: one float64 vector so that reading or all-reducing it is one operation
 LOSS_SUM, CORRECT, SEEN = 0, 1, 2
+# The torch dtype of each compute dtype name a config may hold.
+TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -58,8 +60,7 @@ def autocast_for(device: torch.device | str, dtype: str):
     device_type = torch.device(device).type
     if dtype == "fp32":
         return contextlib.nullcontext()
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    return torch.autocast(device_type, dtype=torch_dtype, cache_enabled=False)
+    return torch.autocast(device_type, dtype=TORCH_DTYPES[dtype], cache_enabled=False)
 
 
 @dataclass
@@ -157,6 +158,7 @@ class EagerRunner:
     """Runs the step as ordinary PyTorch code, batch by batch."""
 
     captured = False
+    warmup_calls = 0  # no runner warm-up (a compiled model compiles in the caller's warm-up)
 
     def __init__(self, step: TrainStep):
         self.step = step
@@ -191,6 +193,11 @@ class GraphRunner:
         self.graph = None
         self._eager_steps = 0
         self._side_stream = None
+
+    @property
+    def warmup_calls(self) -> int:
+        """Calls before the steady state: the eager warm-ups, then the capture."""
+        return self.warmup_steps + 1
 
     def __call__(self, images: Tensor, targets: Tensor) -> None:
         self.step.buffers.load(images, targets)

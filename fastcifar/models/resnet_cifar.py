@@ -10,7 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Stage, StagedNet, build_stages, classifier_head, conv3x3, make_drop_path
+from .layers import (
+    Stage,
+    StagedNet,
+    build_stages,
+    classifier_head,
+    conv3x3,
+    conv_bn_relu,
+    make_drop_path,
+)
 from .registry import register_model
 
 
@@ -67,7 +75,7 @@ class ResNetCifar(StagedNet):
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, ...), got {depth}")
         blocks = (depth - 2) // 6
-        self.stem = nn.Sequential(conv3x3(3, 16), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        self.stem = conv_bn_relu(3, 16)
         self.stages = build_stages(
             lambda c_in, stage, stride, rate: BasicBlock(
                 c_in, stage.out_channels, stride, drop_path=rate

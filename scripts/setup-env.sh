@@ -8,12 +8,29 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH=${TORCH:-torch==2.14.1 torchvision==0.29.1}
 pip_quiet() {  # pip's own errors still fail the script; only the find-links noise is dropped
-    "$VENV/bin/pip" install -q --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+    # --no-cache-dir: a second copy of every wheel in ~/.cache/pip is disk a CI machine may not have
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-cache-dir "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
     return "${PIPESTATUS[0]}"
 }
 
 have_cxx() { command -v c++ >/dev/null || command -v g++ >/dev/null; }
 ffcv_buildable() { pkg-config --exists opencv4 libturbojpeg 2>/dev/null && have_cxx; }
+
+# The CUDA build of torch with its nvidia-* wheels takes about 6.7 GB in the venv (8 GB at
+# the peak of the install, measured 2026-12-01); say so in one line instead of letting pip
+# stop half-way with ENOSPC.
+need_free_gb() {
+    local dir avail_kb
+    dir=$(dirname "$(realpath -m "$VENV")")
+    avail_kb=$(df -Pk "$dir" | awk 'NR==2 {print $4}')
+    if [ "$avail_kb" -lt $(( $1 * 1024 * 1024 )) ]; then
+        echo "error: installing needs about $1 GB free next to $VENV; $dir has $(( avail_kb / 1024 )) MB" >&2
+        exit 1
+    fi
+}
+if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; }; then
+    need_free_gb 8
+fi
 
 # Before the venv is made: Debian/Ubuntu's python3 needs python3-venv for `-m venv`.
 if ! ffcv_buildable && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -27,8 +27,8 @@ from fastcifar.augment import AugmentConfig, identity_params
 from fastcifar.augment.config import IMAGE_SIZE
 from fastcifar.errors import MissingExtraError
 from fastcifar.pipelines.base import (
-    AUGMENT_STREAM, MIX_STREAM, ORDER_STREAM, BaseLoader, LoaderSpec, derive_seed,
-    samples_per_rank, shard_bounds, stream_generator,
+    AUGMENT_STREAM, MIX_STREAM, ORDER_STREAM, BaseLoader, LoaderSpec, batches_per_epoch,
+    derive_seed, samples_per_rank, shard_bounds, stream_generator,
 )
 from fastcifar.pipelines.mixing import BatchMixer
 
@@ -141,6 +141,13 @@ class DALILoader(BaseLoader):
         s = self.spec
         return (s.rank + epoch) % s.world_size if s.shuffle else s.rank
 
+    def __len__(self) -> int:
+        # The block this rank reads rotates with the epoch, and blocks differ by one sample
+        # when N is not a multiple of W: count the block actually read.
+        s = self.spec
+        return batches_per_epoch(self.num_samples, self._shard_id(self.epoch), s.world_size,
+                                 s.batch_size, s.drop_last)
+
     def _reader(self, epoch: int):
         from nvidia.dali import fn, types
 
@@ -205,8 +212,8 @@ class DALILoader(BaseLoader):
                                       auto_reset=False)
         mix = BatchMixer(s.augment, stream_generator(s, self.epoch, MIX_STREAM), s.device,
                          erase=True)
-        # Capped at len(self): with rotating blocks a rank may read one sample more than
-        # another, and every rank must run the same number of batches.
+        # Capped at len(self): with drop_last every rank runs the same number of full
+        # batches, although rotating blocks may hold one sample more than another.
         for _, (data,) in zip(range(len(self)), batches):
             images = data["images"].permute(0, 3, 1, 2)  # HWC storage is NCHW channels_last
             images = images.to(s.device, s.dtype, non_blocking=True)

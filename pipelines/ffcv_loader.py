@@ -1,11 +1,11 @@
 """The FFCV loader: FFCV reads and decodes the .beton, our fused op augments each batch.
 
 Two placements of the op, as FFCV intends them:
-- CPU, no mixup/cutmix: the op runs *inside* FFCV's compiled pipeline
+- CPU, shuffled, no mixup/cutmix: the op runs *inside* FFCV's compiled pipeline
   (fastcifar/augment/ffcv_op.py, numba), on FFCV's threads, overlapping the training step.
   Its per-batch draws are seeded from (seed, rank) and the batch's sample indices, which
   our order makes a function of (seed, epoch), so epochs stay reproducible.
-- CUDA, or any config with mixing: FFCV yields raw uint8 batches (moved to the GPU by
+- CUDA, a fixed order, or any config with mixing: FFCV yields raw uint8 batches (moved to the GPU by
   ToDevice there) and one `augment` launch per batch (Triton on CUDA, numba on CPU)
   follows, with params drawn from (seed, epoch, rank) exactly as the native loader does.
 
@@ -67,9 +67,11 @@ class FFCVLoader(BaseLoader):
         self.impl = impl
         self.compiled = False
         # The FFCV Operation is the fused op alone: batch mixing and AutoAugment (which
-        # sits before normalisation) take the after-the-loader path.
+        # sits before normalisation) take the after-the-loader path. Its draws follow the
+        # batch's sample indices, so a fixed order would repeat them every epoch: that
+        # case also takes the after-the-loader path, which reseeds with set_epoch.
         self.op_in_pipeline = (spec.device.type == "cpu" and not spec.augment.mixing
-                               and not spec.augment.autoaugment)
+                               and not spec.augment.autoaugment and spec.shuffle)
         with keep_thread_counts():
             self.ffcv_loader = self._make_ffcv_loader(batches_ahead, os_cache)
 
@@ -120,7 +122,9 @@ class FFCVLoader(BaseLoader):
         finish = self._finish_augmented if self.op_in_pipeline else self._augment
         try:
             for (images, labels), batch_params in zip(_chain(first, batches), params):
-                yield finish(images, labels.view(-1).to(torch.int64), batch_params)
+                # FFCV recycles its label slots too: a held batch must keep its targets.
+                labels = labels.view(-1).to(torch.int64, copy=True)
+                yield finish(images, labels, batch_params)
         finally:
             batches.close()  # stops FFCV's thread if the caller stops early
 

@@ -290,14 +290,33 @@ def test_static_output_buffers(backend, loader, prepared_data):
     images = torch.empty(50, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     targets = torch.empty(50, dtype=torch.int64)
     eval_loader.set_output_buffers(images, targets)
+    labels = prepared_data[1]["test"][1]
     try:
-        seen = []
+        seen, seen_targets = [], []
         for x, y in eval_loader:
             assert x.data_ptr() == images.data_ptr() and y.data_ptr() == targets.data_ptr()
             seen.append(x.clone())
+            seen_targets.append(y.clone())
         torch.testing.assert_close(torch.cat(seen), normalised(source), **tolerance(backend))
+        assert torch.equal(torch.cat(seen_targets), torch.from_numpy(labels))
     finally:
         eval_loader.set_output_buffers(None, None)
+
+
+@pytest.mark.parametrize("kind", ["eval", "train"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batches_held_by_the_caller_keep_their_values(backend, kind, loader, prepared_data):
+    """list(loader) without copies: no backend may hand out memory it reuses later."""
+    split = KINDS[kind]["split"]
+    source, labels = prepared_data[1][split]
+    held_loader = loader(backend, kind)
+    held_loader.set_epoch(0)
+    batches = list(held_loader)
+    order = held_loader.epoch_indices()
+    images = torch.cat([b[0] for b in batches])
+    targets = torch.cat([b[1] for b in batches])
+    assert identify(images, source) == order.tolist()
+    assert torch.equal(targets, torch.from_numpy(labels)[order])
 
 
 DALI_CONFIGS = {
@@ -427,3 +446,36 @@ def test_dali_runs_its_own_autoaugment(prepared_data):
     assert 0.4 < changed < 0.95, changed
     again = torch.cat([images for images, _ in run_epoch(dali, 0)])
     assert torch.equal(outputs, again)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_uneven_rank_blocks_without_drop_last_cover_the_epoch(backend, prepared_data):
+    """512 samples over 3 ranks (blocks of 170/171/171), train order, partial batches kept:
+    every epoch visits each sample once, with no empty batch, as len() announced."""
+    data_dir = prepared_data[0]
+    source = prepared_data[1]["train"][0]
+    # Batches of 34: a block of 170 makes 5, one of 171 makes 6.
+    ranks = [create_loader(backend, DATASET, "train", batch_size=34, train=True,
+                           drop_last=False, rank=r, world_size=3, seed=5, data_dir=data_dir,
+                           num_workers=0 if backend == "torchvision" else 2)
+             for r in range(3)]
+    for epoch in (0, 1):
+        seen = []
+        for rank_loader in ranks:
+            batches = run_epoch(rank_loader, epoch)
+            assert len(batches) == len(rank_loader)
+            assert all(len(targets) > 0 for _, targets in batches)
+            visited = identify(torch.cat([b[0] for b in batches]), source)
+            assert visited == rank_loader.epoch_indices().tolist()
+            seen += visited
+        assert sorted(seen) == list(range(512))
+
+
+def test_ffcv_fixed_order_augmentation_changes_with_the_epoch(prepared_data):
+    """An unshuffled loader with augmentation (TTA-style) reseeds it with set_epoch."""
+    pytest.importorskip("ffcv")
+    fixed = create_loader("ffcv", DATASET, "test", batch_size=64, train=False,
+                          augment=CROP_FLIP_CUTOUT, seed=3, data_dir=prepared_data[0])
+    first, again, other = run_epoch(fixed, 0), run_epoch(fixed, 0), run_epoch(fixed, 1)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
+    assert not torch.equal(first[0][0], other[0][0])

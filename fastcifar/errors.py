@@ -16,3 +16,13 @@ class MissingExtraError(UserError):
         super().__init__(
             f"{package} is not installed; install it with: pip install 'fastcifar[{extra}]'"
         )
+
+
+def unknown_name_message(kind: str, name: str, known) -> str:
+    """'unknown model 'resnet2'; did you mean: resnet20, ...?' (or every known name)."""
+    import difflib
+
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+    hint = f"did you mean: {', '.join(close)}?" if close else f"choose from: {', '.join(known)}"
+    return f"unknown {kind} {name!r}; {hint}"

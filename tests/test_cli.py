@@ -40,6 +40,14 @@ def test_models_table_lists_the_registry():
     assert float(rows["resnext29_8x64d"][0]) == pytest.approx(34.4, abs=0.1)
 
 
+def test_models_pattern_matching_nothing_is_an_error_with_close_names():
+    result = CliRunner().invoke(main, ["models", "resnext29_16x64"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no model matches")
+    assert "resnext29_16x64d" in lines[0]
+
+
 def test_python_dash_m_runs_and_import_is_light():
     out = subprocess.run([sys.executable, "-m", "fastcifar", "--version"], capture_output=True,
                          text=True, check=True)

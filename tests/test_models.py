@@ -174,7 +174,7 @@ def test_list_models_pattern_and_order():
 
 
 def test_model_options_name_what_each_model_takes():
-    assert model_options("resnet20") == {"depth", "drop_path", "zero_init_residual"}
+    assert model_options("resnet20") == {"drop_path", "zero_init_residual"}
     assert "zero_init_residual" not in model_options("airbench94")
     assert {"dropout", "zero_init_residual"} <= model_options("wrn28_10")
     for name in list_models():  # every builder's options resolve to its family's
@@ -188,6 +188,8 @@ def test_bad_options_are_user_errors():
         create_model("resnet20", num_classes=0)
     with pytest.raises(UserError, match="drop_path"):
         create_model("resnet20", drop_path=1.5)
+    with pytest.raises(UserError, match="does not take the option 'depth'"):
+        create_model("resnet20", depth=56)  # the variant's name fixes it
 
 
 # Blocks per model, and whether the zeroed weight is the last BN gamma (post-activation

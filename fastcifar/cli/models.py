@@ -12,7 +12,7 @@ def models(pattern, num_classes):
       fastcifar models
       fastcifar models 'resnext29*'
     """
-    from fastcifar.models import list_models
     from fastcifar.models.counting import format_model_table
+    from fastcifar.models.registry import matching_models
 
-    click.echo(format_model_table(list_models(pattern), num_classes=num_classes))
+    click.echo(format_model_table(matching_models(pattern), num_classes=num_classes))

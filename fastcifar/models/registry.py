@@ -6,7 +6,6 @@ register their variants when ``fastcifar.models`` imports them.
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import inspect
 import re
@@ -15,12 +14,11 @@ from typing import Callable
 
 from torch import nn
 
-from fastcifar.errors import UserError
+from fastcifar.errors import UserError, unknown_name_message
 
 ModelBuilder = Callable[..., nn.Module]
 
 _BUILDERS: dict[str, ModelBuilder] = {}
-_UNEXPECTED_OPTION = re.compile(r"unexpected keyword argument '(\w+)'")
 _RATE_OPTIONS = ("drop_path", "dropout")
 
 
@@ -48,32 +46,40 @@ def list_models(pattern: str | None = None) -> list[str]:
     return fnmatch.filter(names, pattern) if pattern else names
 
 
+def matching_models(pattern: str | None) -> list[str]:
+    """list_models(pattern), where matching nothing is a UserError naming close names."""
+    names = list_models(pattern)
+    if not names:
+        raise UserError(unknown_name_message("model pattern", pattern, list_models())
+                        .replace("unknown model pattern", "no model matches", 1))
+    return names
+
+
 def get_builder(name: str) -> ModelBuilder:
     """The builder registered as ``name``; an unknown name is a UserError naming close matches."""
     try:
         return _BUILDERS[name]
     except KeyError:
         pass
-    names = list_models()
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-    hint = f"did you mean: {', '.join(close)}?" if close else f"known models: {', '.join(names)}"
-    raise UserError(f"unknown model {name!r}; {hint}")
+    raise UserError(unknown_name_message("model", name, list_models()))
 
 
 def model_options(name: str) -> frozenset[str]:
     """The options ``create_model(name, ...)`` takes besides ``num_classes``.
 
     A variant's builder forwards ``**options`` to its family's class, named by the
-    builder's return annotation; the class's constructor says what it takes.
+    builder's return annotation; the class's keyword-only parameters are its options (the
+    positional ones, depth or cardinality, are what the variant's name fixes).
     """
     builder = get_builder(name)
     parameters = inspect.signature(builder).parameters
-    names = {p.name for p in parameters.values() if p.kind is not p.VAR_KEYWORD}
+    names = {p.name for p in parameters.values() if p.kind is p.KEYWORD_ONLY}
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         family = typing.get_type_hints(builder).get("return")
         if family is None:
             raise TypeError(f"builder {name!r} forwards **options but names no model class")
-        names |= set(inspect.signature(family.__init__).parameters) - {"self"}
+        names |= {p.name for p in inspect.signature(family.__init__).parameters.values()
+                  if p.kind is p.KEYWORD_ONLY}
     return frozenset(names - {"num_classes"})
 
 
@@ -91,10 +97,7 @@ def create_model(name: str, num_classes: int = 10, **options) -> nn.Module:
         rate = options.get(option)
         if rate is not None and not (isinstance(rate, (int, float)) and 0.0 <= rate < 1.0):
             raise UserError(f"{option} must be in [0, 1), got {rate!r}")
-    try:
-        return builder(num_classes=num_classes, **options)
-    except TypeError as err:
-        match = _UNEXPECTED_OPTION.search(str(err))
-        if match is None or match.group(1) not in options:
-            raise
-        raise UserError(f"model {name!r} does not take the option {match.group(1)!r}") from err
+    unknown = set(options) - model_options(name)
+    if unknown:  # also e.g. depth=56 for resnet20: the variant's name fixes it
+        raise UserError(f"model {name!r} does not take the option {sorted(unknown)[0]!r}")
+    return builder(num_classes=num_classes, **options)

@@ -136,10 +136,35 @@ def test_execution_defaults_per_device():
     (dict(device="cpu", nproc=2, sync_bn=True), "sync-bn"),
     (dict(resume=True, out=None), "--resume needs --out"),
     (dict(bogus=1), "unknown training option"),
+    (dict(epochs=10, milestones=(5, 2)), "increasing order"),
+    (dict(gamma=float("nan")), "--gamma"),
+    (dict(gamma=-1.0), "--gamma"),
+    (dict(amp=True, dtype="fp32"), "--amp contradicts --dtype fp32"),
+    (dict(amp=False, dtype="bf16"), "--no-amp contradicts --dtype bf16"),
+    (dict(model="resnet2"), "did you mean: resnet20"),
 ])
 def test_bad_options_are_one_line_user_errors(options, message):
     with pytest.raises(UserError, match=message) as info:
         resolve(**options)
+    assert "\n" not in str(info.value)
+
+
+def test_amp_means_bf16_autocast_on_either_device():
+    assert resolve(amp=True).dtype == "bf16"  # the CPU default is fp32
+    assert resolve(cuda=1, amp=True).dtype == "bf16"
+    assert resolve(cuda=1, amp=False).dtype == "fp32"
+    assert resolve(cuda=1, amp=True, dtype="fp16").dtype == "fp16"
+
+
+@pytest.mark.parametrize("saved, message", [
+    ([], "not an object"),
+    ({"model": "resnet20"}, "missing: "),
+])
+def test_resume_from_a_foreign_config_json_is_one_line(tmp_path, saved, message):
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=message) as info:
+        resolve_config({"resume": True, "out": str(tmp_path)}, cuda_device_count=0,
+                       known_models=MODELS)
     assert "\n" not in str(info.value)
 
 

@@ -148,6 +148,27 @@ def test_resume_matches_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
     assert resumed["param_checksums"] == whole["param_checksums"]
 
 
+def test_a_run_stopped_before_its_first_checkpoint_starts_over(tiny_data, tmp_path):
+    out = tmp_path / "stopped"
+    out.mkdir()
+    config = config_for(tiny_data, out, epochs=1, batch_size=100)
+    (out / "config.json").write_text(json.dumps(config.to_json()))  # a Ctrl-C in epoch 1
+    (out / "metrics.jsonl").write_text("")
+    with pytest.raises(UserError, match="no checkpoint yet.*without --resume"):
+        prepare_run_dir(dataclasses.replace(config, resume=True))
+    summary = loop.train(config)
+    assert summary["epochs"] == 1 and (out / "summary.json").exists()
+
+
+def test_an_unreadable_checkpoint_is_one_line_without_torchs_advice(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"garbage")
+    with pytest.raises(UserError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "\n" not in message and "weights_only" not in message and str(path) in message
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path,
                                                                   monkeypatch):
     lr_at = loop.lr_at
@@ -181,8 +202,8 @@ def test_cli_missing_data_names_the_prepare_command(tmp_path):
     assert result.exit_code != 0
     assert f"fastcifar prepare --dataset cifar10 --data-dir {tmp_path / 'nothing'}" in result.output
     assert "Traceback" not in result.output
-    # nothing was left behind that would block the next attempt
-    assert not (tmp_path / "run" / "config.json").exists()
+    # nothing was left behind: not even the empty run directory it made
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("args, message", [

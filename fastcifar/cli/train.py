@@ -3,7 +3,6 @@ import click
 from fastcifar.datasets import DATASETS
 from fastcifar.engine.config import BACKENDS, SCHEDULES
 from fastcifar.engine.recipes import RECIPES
-from fastcifar.errors import UserError
 
 
 def _flag(name, help):
@@ -67,9 +66,9 @@ def _parse_epochs(ctx, param, value):
               help="Local processes; with --device cpu over gloo.")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
               help="Compute dtype. Default: bf16 on CUDA, fp32 on the CPU.")
-@_flag("amp", "Mixed precision (--no-amp is --dtype fp32).")
+@_flag("amp", "Mixed precision: bf16 autocast, also on the CPU (--no-amp is --dtype fp32).")
 @_flag("graph", "Capture the train step in a CUDA graph (default on CUDA).")
-@_flag("compile", "torch.compile the model.")
+@_flag("compile", "torch.compile the model (on CUDA also graph-captured unless --no-graph).")
 @_flag("channels-last", "NHWC model and inputs (default: on).")
 @click.option("--seed", type=int)
 @click.option("--out", metavar="RUNDIR",
@@ -80,7 +79,7 @@ def _parse_epochs(ctx, param, value):
 @_flag("progress", "Show a progress bar.")
 @click.option("--log-every", type=click.IntRange(min=1),
               help="Batches between progress-bar updates.")
-def train(amp, **options):
+def train(**options):
     """Train a model; writes config.json, metrics.jsonl, checkpoint.pt and summary.json.
 
     \b
@@ -104,9 +103,4 @@ def train(amp, **options):
     from fastcifar.engine import resolve_config
     from fastcifar.engine import train as run
 
-    if amp is not None:
-        if options.get("dtype") not in (None, "auto") and (options["dtype"] == "fp32") == amp:
-            raise UserError("--amp/--no-amp contradicts --dtype")
-        if not amp:
-            options["dtype"] = "fp32"
     run(resolve_config(options))

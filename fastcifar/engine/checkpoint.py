@@ -34,8 +34,10 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise UserError(f"no checkpoint to resume from: {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # a torn or foreign file: say which, not a pickle trace
-        raise UserError(f"cannot read checkpoint {path}: {exc}") from exc
+    except Exception as exc:  # a torn or foreign file: say which, not torch's advice
+        # (torch's message suggests weights_only=False, which would run the file's code)
+        raise UserError(f"cannot read checkpoint {path}: not a readable torch checkpoint "
+                        f"({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a fastcifar checkpoint (format {FORMAT})")
     return state

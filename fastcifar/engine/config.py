@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from fastcifar.datasets import get_dataset
 from fastcifar.engine.recipes import Hyperparameters, default_recipe, get_recipe
-from fastcifar.errors import UserError
+from fastcifar.errors import UserError, unknown_name_message
 
 BACKENDS = ("native", "ffcv", "dali", "torchvision")
 DTYPES = ("bf16", "fp16", "fp32")
@@ -28,7 +28,7 @@ RUNTIME_FIELDS = frozenset(
     {"out", "data_dir", "num_workers", "resume", "force", "progress", "log_every"}
 )
 # Keys resolve_config accepts besides TrainConfig fields.
-INPUT_ONLY_KEYS = frozenset({"gpus", "nproc"})
+INPUT_ONLY_KEYS = frozenset({"gpus", "nproc", "amp"})
 # Set by torchrun (or any launcher using its protocol); here, not in dist.py, so that
 # resolving a config does not import torch.distributed.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
@@ -99,7 +99,16 @@ class TrainConfig(Hyperparameters):
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """The config a run saved; a hand-edited or foreign file raises UserError."""
+        if not isinstance(data, Mapping):
+            raise UserError("config.json does not hold a fastcifar run config (not an object)")
         names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise UserError(f"config.json is not a complete fastcifar run config "
+                            f"(missing: {', '.join(missing)})")
         values = {k: v for k, v in data.items() if k in names}
         values["milestones"] = tuple(values.get("milestones", ()))
         return cls(**values)
@@ -143,10 +152,8 @@ def resolve_config(
 
         known_models = list(list_models())
     if model not in known_models:
-        raise UserError(
-            f"unknown model {model!r}; choose one of: {', '.join(known_models)} "
-            "(see `fastcifar models`)"
-        )
+        raise UserError(unknown_name_message("model", model, known_models)
+                        + " (see `fastcifar models`)")
 
     # A given name (even an empty one) is what the config records, so it must exist.
     recipe = get_recipe(options.get("recipe", default_recipe(model)))
@@ -259,8 +266,12 @@ def _resolve_execution(values: dict, options: Mapping[str, Any], cuda_device_cou
     values["device"], values["world_size"] = device, world_size
 
     dtype = values.get("dtype", "auto")
+    amp = options.get("amp")
+    if amp is not None and dtype != "auto" and (dtype == "fp32") == amp:
+        raise UserError(f"--{'' if amp else 'no-'}amp contradicts --dtype {dtype}")
     if dtype == "auto":
-        dtype = "bf16" if device == "cuda" else "fp32"
+        # --amp means bf16 autocast (fp16 only when asked: it needs GradScaler).
+        dtype = "bf16" if (amp if amp is not None else device == "cuda") else "fp32"
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if dtype == "fp16" and device != "cuda":
@@ -311,6 +322,8 @@ def _check(c: TrainConfig) -> None:
     need(c.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}")
     need(0 <= c.warmup_epochs < c.epochs, "--warmup-epochs must be in [0, epochs)")
     need(all(0 < m < c.epochs for m in c.milestones), "milestones must lie inside the run")
+    need(list(c.milestones) == sorted(c.milestones), "--milestones must be in increasing order")
+    need(math.isfinite(c.gamma) and 0 < c.gamma, "--gamma must be a positive number")
     need(0 <= c.min_lr <= c.lr, "--min-lr must be in [0, lr]")
     need(0 <= c.momentum < 1, "--momentum must be in [0, 1)")
     need(not c.nesterov or c.momentum > 0, "Nesterov needs a momentum above 0")

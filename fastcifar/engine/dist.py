@@ -78,8 +78,9 @@ def init_process(device_type: str, *, rank: int, world_size: int, local_rank: in
         backend = "nccl"
         if graph:
             # A full-backward capture under DDP needs NCCL's async error handling off
-            # (torch CUDA-graph notes, "Usage with DistributedDataParallel").
-            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0")
+            # (torch CUDA-graph notes, "Usage with DistributedDataParallel"). Assigned,
+            # not defaulted: torchrun's agent sets it to 1 in every worker.
+            os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "0"
     else:
         device = torch.device("cpu")
         backend = "gloo"

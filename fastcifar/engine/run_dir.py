@@ -54,11 +54,13 @@ def prepare_run_dir(config) -> Path:
     """Check that `config` may use its run directory, and make it ready.
 
     A finished run (summary.json) is never overwritten without --force; nor is an
-    unfinished one, which --resume continues. --force removes the previous run's files.
+    unfinished one with a checkpoint, which --resume continues. A run stopped before its
+    first checkpoint has nothing to continue: it starts over. --force removes the previous
+    run's files.
     """
     run_dir = Path(config.out)
     finished = (run_dir / SUMMARY_NAME).exists()
-    has_run = any((run_dir / name).exists() for name in RUN_FILES)
+    has_run = (run_dir / CHECKPOINT_NAME).exists() or finished
     if config.resume:
         if finished:
             raise UserError(
@@ -66,7 +68,8 @@ def prepare_run_dir(config) -> Path:
             )
         if not (run_dir / CHECKPOINT_NAME).exists():
             raise UserError(
-                f"--resume: {run_dir} has no checkpoint yet; start it again without --resume"
+                f"--resume: {run_dir} has no checkpoint yet (stopped in its first epoch); "
+                "start it again without --resume"
             )
         return run_dir
     if has_run and not config.force:
@@ -86,3 +89,11 @@ def prepare_run_dir(config) -> Path:
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
     return run_dir
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """After a run that could not start: drop the directory if nothing was written."""
+    try:
+        run_dir.rmdir()  # only succeeds on an empty directory
+    except OSError:
+        pass

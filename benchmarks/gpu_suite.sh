@@ -12,7 +12,8 @@
 # bench.json, bench.md (table), bench.png (plot), history.jsonl (one line per result;
 # append it to benchmarks/history.jsonl to keep it).
 #
-# Knobs (environment): PYTHON (default python3), GPU_SUITE_BUDGET_S (default 470).
+# Knobs (environment): PYTHON (default python3), GPU_SUITE_BUDGET_S (default 440: with
+# the last stage's 10 s kill grace the script stays under 8 minutes).
 set -u -o pipefail
 
 OUT=${1:?usage: benchmarks/gpu_suite.sh OUTDIR}
@@ -20,7 +21,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-BUDGET=${GPU_SUITE_BUDGET_S:-470}
+BUDGET=${GPU_SUITE_BUDGET_S:-440}
 RESERVE=20  # kept for the final merge
 START=$(date +%s)
 export PYTHONUNBUFFERED=1
@@ -66,7 +67,13 @@ done
 
 stage install 90 "$PY" -m pip install --no-deps --no-build-isolation -q -e .
 stage gpu-info 15 nvidia-smi
-stage cuda-tests 150 "$PY" -m pytest -m cuda -q tests
+if has pytest; then
+    stage cuda-tests 150 "$PY" -m pytest -m cuda -q tests
+else
+    echo "note: pytest is not installed here: the CUDA tests are skipped"
+    SUMMARY+=("cuda-tests: not run (no pytest)")
+fi
+has matplotlib || echo "note: matplotlib is not installed here: no plot (bench.png)"
 stage pipeline 75 "${BENCH[@]}" --suite pipeline "${BACKENDS[@]}" --json "$OUT/pipeline.json"
 # The big models, compute-bound: the baseline, AMP and the captured step, the target
 # model first (on an H200, 2026-11-29, five configurations of three models took over

@@ -234,6 +234,16 @@ def test_report_table_history_and_merge(tmp_path):
     assert len(merged["results"]) == 2 and len(merged["skipped"]) == 2
 
 
+def test_step_notes_set_tflops_against_the_datasheet_and_the_measured_matmul():
+    from fastcifar.bench.report import notes
+
+    row = {"tflops": 220.7, "peak_fraction": 0.328, "datasheet_fraction": 0.223}
+    assert notes(row) == ("221 TFLOP/s (22.3% of datasheet dense peak, "
+                          "32.8% of measured matmul)")
+    assert notes({"tflops": 0.002, "peak_fraction": 0.1}) == \
+        "2 GFLOP/s (10.0% of measured matmul)"
+
+
 def test_datasheet_peaks_match_whole_names():
     from fastcifar.bench.probes import datasheet_peaks
 

@@ -6,11 +6,13 @@ checked, so a bad source becomes one clear UserError instead of a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import pickle
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +30,7 @@ class SourceData:
     labels: dict  # split -> np.ndarray int64 [N]
     class_names: list
     layout: str
+    members_verified: bool  # every member's md5 was checked against the official one
 
 
 def file_digest(path: Path, algorithm: str, chunk: int = 1 << 22) -> str:
@@ -37,6 +40,15 @@ def file_digest(path: Path, algorithm: str, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def reading(path: Path):
+    """Turn an OSError while reading a source (permissions, I/O) into one line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"{exc.filename or path}: cannot read ({exc.strerror or exc})") from None
 
 
 # --- restricted unpickling -------------------------------------------------------------
@@ -99,11 +111,16 @@ class _Members:
         members = cls(path)
         if path.is_dir():
             return members
+        not_an_archive = UserError(f"{path} is not a readable .tar.gz archive")
         try:
             members._tar = tarfile.open(path, "r:*")
             infos = members._tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise UserError(f"{path}: not a readable .tar.gz archive ({exc})") from None
+        except OSError as exc:
+            if exc.errno is not None:  # a real I/O failure (permissions...), not bad data
+                raise
+            raise not_an_archive from None  # gzip's BadGzipFile is an errno-less OSError
+        except (tarfile.TarError, EOFError, zlib.error):
+            raise not_an_archive from None
         for info in infos:
             _check_member_is_safe(path, info)
             if info.isfile():
@@ -120,11 +137,17 @@ class _Members:
         rewinds the gzip stream, which would decompress it again from the start."""
         return 0 if self._tar is None else self._info(name).offset
 
+    def is_folder(self) -> bool:
+        return self._tar is None
+
     def read(self, name: str) -> bytes:
-        info = None if self._tar is None else self._info(name)
-        try:
-            if info is None:
+        if self._tar is None:
+            try:
                 return (self.root / name).read_bytes()
+            except FileNotFoundError:
+                raise UserError(f"{self.root}: member {name} is missing") from None
+        info = self._info(name)
+        try:
             return self._tar.extractfile(info).read()
         except Exception as exc:  # tarfile, gzip and zlib each fail their own way on bad data
             raise UserError(f"{self.root}: cannot read {name}: truncated or corrupt ({exc})") from None
@@ -234,11 +257,21 @@ def _decode_class_names(spec: DatasetSpec, archive: ArchiveSpec, data: bytes, wh
 
 def read_source(spec: DatasetSpec, path: Path, verify_members: bool) -> SourceData:
     """Decode an archive (.tar.gz) or an extracted folder into arrays, in official order."""
+    with reading(path):
+        return _read_source(spec, path, verify_members)
+
+
+def _read_source(spec: DatasetSpec, path: Path, verify_members: bool) -> SourceData:
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
     members = _Members.open(path)
     try:
         archive, prefix = _find_layout(spec, members.names(), path)
+        if verify_members and not archive.member_md5 and members.is_folder():
+            raise UserError(
+                f"{path}: an extracted binary folder cannot be verified (no official md5s "
+                "are published for its files); pass the official .tar.gz, or --no-checksum"
+            )
         decode = _decode_python_batch if archive.layout == "python" else _decode_binary_batch
 
         def load(name: str):  # a function, so a member's raw bytes are freed once decoded
@@ -260,7 +293,8 @@ def read_source(spec: DatasetSpec, path: Path, verify_members: bool) -> SourceDa
         images[split] = np.concatenate([p[0] for p in parts])
         labels[split] = np.concatenate([p[1] for p in parts])
     names = decoded.pop(archive.meta_file)
-    return SourceData(images=images, labels=labels, class_names=names, layout=archive.layout)
+    return SourceData(images=images, labels=labels, class_names=names, layout=archive.layout,
+                      members_verified=verify_members and bool(archive.member_md5))
 
 
 def _verify_member(archive: ArchiveSpec, name: str, data: bytes, verify: bool, where: Path):

@@ -12,7 +12,9 @@ Layout of DIR/<dataset>/ (DIR: --data-dir, else $FASTCIFAR_DATA, else ~/.cache/f
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,35 @@ def shard_names(fmt: str, split: str) -> list[str]:
         "ffcv": [f"ffcv/{split}.beton"],
         "dali": [f"dali/{split}.tar"],
     }[fmt]
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """What a dataset folder holds that fastcifar did not write (paths relative to it):
+    anything but the manifest and the known shard files in their format folders."""
+    shards = {name for fmt in FORMATS for split in SPLITS for name in shard_names(fmt, split)}
+    foreign = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink():  # fastcifar writes no links
+            foreign.append(entry.name)
+        elif entry.name == MANIFEST and entry.is_file():
+            continue
+        elif entry.name in FORMATS and entry.is_dir():
+            foreign += [f"{entry.name}/{p.name}" for p in sorted(entry.iterdir())
+                        if f"{entry.name}/{p.name}" not in shards or p.is_symlink()
+                        or not p.is_file()]
+        else:
+            foreign.append(entry.name)
+    return foreign
+
+
+def require_free_space(folder: Path, needed_bytes: int) -> None:
+    """Refuse in one line, before anything is written, when `folder` lacks the space."""
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise UserError(
+            f"needs about {math.ceil(needed_bytes / 1e6)} MB free in {folder}, has "
+            f"{free // 10**6} MB; free some space or choose another --data-dir"
+        )
 
 
 def sha256_of(path: Path) -> str:

@@ -1,9 +1,15 @@
 """`fastcifar prepare` and `fastcifar.load`: exact round trips and every bad input."""
 import errno
 import hashlib
+import io
 import json
+import os
 import pickle
+import shutil
+import subprocess
+import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +19,7 @@ import fastcifar
 from fastcifar.cli import main
 from fastcifar.errors import UserError
 from fastcifar.prepare import PrepareConfig, prepare
+from fastcifar.shard_writers import WRITERS, estimate_bytes
 from fastcifar.storage import MANIFEST, dataset_dir
 from tests.cifar_fixtures import make_cifar_archive, make_cifar_folder
 
@@ -137,10 +144,13 @@ def test_truncated_and_corrupt_archives(tmp_path):
     truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(UserError, match="truncated|corrupt|not a readable"):
         _prepare(truncated, tmp_path / "data")
-    garbage = tmp_path / "garbage.tar.gz"
-    garbage.write_bytes(b"\x00not an archive" * 100)
-    with pytest.raises(UserError, match="not a readable"):
-        _prepare(garbage, tmp_path / "data")
+    for name, content in [("garbage.tar.gz", b"\x00not an archive" * 100),
+                          ("page.tar.gz", b"<html>404 Not Found</html>\n")]:
+        source = tmp_path / name
+        source.write_bytes(content)
+        with pytest.raises(UserError) as failure:
+            _prepare(source, tmp_path / "data")
+        assert str(failure.value) == f"{source} is not a readable .tar.gz archive"  # one line
     assert not (tmp_path / "data" / "cifar10").exists()
 
 
@@ -260,3 +270,223 @@ def test_sha256_in_manifest_matches_files(tmp_path):
     assert len(manifest["shards"]) == 6
     for name, digest in manifest["shards"].items():
         assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest
+
+
+# --- the target folder: only fastcifar's own files are ever replaced ---------------------
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_source_inside_the_target_is_refused(tmp_path, force):
+    target = tmp_path / "data" / "cifar10"
+    make_cifar_folder(target, "cifar10", "python", 30, 10)
+    (target / "my_notes.txt").write_text("precious")
+    before = _files(target)
+    with pytest.raises(UserError, match="lies inside .*cifar10, which prepare replaces"):
+        _prepare(target, tmp_path / "data", force=force)
+    assert _files(target) == before
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["cifar10"]
+
+
+@pytest.mark.parametrize("foreign", ["my_notes.txt", "native/extra.npy", "ffcv/notes"])
+def test_foreign_files_in_the_target_are_refused_even_with_force(tmp_path, foreign):
+    archive, truth = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+    _prepare(archive, tmp_path / "data")
+    target = dataset_dir("cifar10", tmp_path / "data")
+    (target / foreign).parent.mkdir(exist_ok=True)
+    (target / foreign).write_text("precious")
+    before = _files(target)
+    for kw in (dict(force=True), dict(formats=("native", "dali"))):
+        with pytest.raises(UserError, match=f"holds files fastcifar did not write \\({foreign}\\)"):
+            _prepare(archive, tmp_path / "data", **kw)
+    assert _files(target) == before
+    _assert_loads("cifar10", tmp_path / "data", truth)
+
+
+def test_a_target_of_fastcifar_outputs_without_manifest_is_replaced(tmp_path):
+    archive, truth = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+    _prepare(archive, tmp_path / "data", formats=("native", "dali"))
+    target = dataset_dir("cifar10", tmp_path / "data")
+    (target / MANIFEST).unlink()  # as after an older format version: our files, not valid
+    assert not _prepare(archive, tmp_path / "data").skipped
+    assert sorted(p.name for p in target.iterdir()) == [MANIFEST, "native"]
+    _assert_loads("cifar10", tmp_path / "data", truth)
+
+
+def test_cli_refusal_is_one_line_and_keeps_the_files(tmp_path):
+    target = tmp_path / "data" / "cifar10"
+    make_cifar_folder(target, "cifar10", "python", 30, 10)
+    before = _files(target)
+    result = CliRunner().invoke(main, ["prepare", "--source", str(target), "--data-dir",
+                                       str(tmp_path / "data"), "--no-checksum", "--force"])
+    assert result.exit_code != 0 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.output
+    assert _files(target) == before
+
+
+def test_adding_ffcv_keeps_the_dali_shards(tmp_path):
+    archive, truth = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+    _prepare(archive, tmp_path / "data", formats=("dali",))
+    _prepare(archive, tmp_path / "data", formats=("ffcv",))
+    root = dataset_dir("cifar10", tmp_path / "data")
+    manifest = json.loads((root / MANIFEST).read_text())
+    assert manifest["formats"] == ["native", "dali", "ffcv"]
+    assert sorted(p.name for p in root.iterdir()) == ["dali", "ffcv", MANIFEST, "native"]
+    for name, digest in manifest["shards"].items():
+        assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest
+    assert sum(n.startswith("dali/") for n in manifest["shards"]) == 2
+    assert _prepare(archive, tmp_path / "data", formats=("dali",)).skipped
+    _prepare(archive, tmp_path / "data", force=True)  # --force rewrites, still keeps them
+    assert json.loads((root / MANIFEST).read_text())["formats"] == ["native", "dali", "ffcv"]
+
+
+def test_stale_temp_folders_of_killed_runs_are_removed(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid now belongs to no process
+    stale = [data / f".cifar10.tmp-{dead.pid}", data / f".cifar10.old-{dead.pid}",
+             data / f".cifar10.tmp-{dead.pid + 10**7}"]
+    kept = [data / f".cifar10.tmp-{os.getppid()}",  # a live process's: maybe still writing
+            data / f".cifar100.tmp-{dead.pid}", data / "cifar10.tmp-1", data / ".cifar10.tmp-x"]
+    for folder in stale + kept:
+        folder.mkdir(parents=True)
+        (folder / "shard").write_bytes(b"x")
+    stuck = stale.pop()
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path) == stuck:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr("fastcifar.atomic.shutil.rmtree", rmtree)
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+    messages = []
+    prepare(PrepareConfig(source=str(archive), data_dir=str(data), checksum=False),
+            log=messages.append)
+    assert not any(folder.exists() for folder in stale)
+    assert all(folder.exists() for folder in kept + [stuck])
+    warnings = [m for m in messages if "could not remove" in m]
+    assert len(warnings) == 1 and str(stuck) in warnings[0] and "\n" not in warnings[0]
+
+
+# --- sources: what is verified, and unreadable or incomplete ones ------------------------
+
+def test_extracted_binary_folder_is_refused_unless_no_checksum(tmp_path):
+    folder, truth = make_cifar_folder(tmp_path / "src", "cifar10", "binary", 30, 10)
+    with pytest.raises(UserError) as failure:
+        _prepare(folder, tmp_path / "data", checksum=True)
+    message = str(failure.value)
+    assert "binary folder cannot be verified" in message and "--no-checksum" in message
+    assert ".tar.gz" in message and "\n" not in message
+    assert not (tmp_path / "data" / "cifar10").exists()
+    _prepare(folder, tmp_path / "data", checksum=False)
+    _assert_loads("cifar10", tmp_path / "data", truth)
+    manifest = json.loads((dataset_dir("cifar10", tmp_path / "data") / MANIFEST).read_text())
+    assert manifest["source"]["verified"] is False and manifest["source"]["md5"] is None
+
+
+def _deny_reading(monkeypatch, denied):
+    """Fail every open() under `denied` as for another user's mode-600 file: the tests run
+    as root, who may read anything, so chmod would not do."""
+    real_open = io.open
+
+    def guarded_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file).resolve().is_relative_to(denied):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded_open)
+    monkeypatch.setattr("io.open", guarded_open)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_unreadable_source_is_one_line(tmp_path, monkeypatch, packed):
+    if packed:
+        source, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+        unreadable = source
+    else:
+        source, _ = make_cifar_folder(tmp_path / "src", "cifar10", "python", 30, 10)
+        unreadable = source / "data_batch_2"
+    _deny_reading(monkeypatch, unreadable.resolve())
+    with pytest.raises(UserError) as failure:
+        _prepare(source, tmp_path / "data")
+    assert str(failure.value) == f"{unreadable}: cannot read (Permission denied)"
+
+
+def test_missing_member_in_a_folder_is_named(tmp_path):
+    folder, _ = make_cifar_folder(tmp_path / "src", "cifar10", "python", 30, 10)
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(UserError, match="member data_batch_3 is missing$"):
+        _prepare(folder, tmp_path / "data")
+
+
+def test_missing_source_is_an_error_even_when_prepared(tmp_path):
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=30, test_size=10)
+    _prepare(archive, tmp_path / "data")
+    with pytest.raises(UserError, match="typo.tar.gz: no such file or folder"):
+        _prepare(tmp_path / "typo.tar.gz", tmp_path / "data")
+
+
+# --- disk space ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("count", [1, 37, 1000])
+@pytest.mark.parametrize("fmt", ["native", "dali"])
+def test_space_estimate_is_exact_or_just_above(tmp_path, fmt, count):
+    images = np.zeros((count, 32, 32, 3), np.uint8)
+    WRITERS[fmt](tmp_path, "train", images, np.zeros(count, np.int64))
+    written = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    assert written <= estimate_bytes(fmt, count) <= written + 11 * 1024
+
+
+@pytest.mark.parametrize("count", [10, 5000])
+def test_space_estimate_bounds_ffcv_shards(tmp_path, count):
+    images = np.zeros((count, 32, 32, 3), np.uint8)
+    WRITERS["ffcv"](tmp_path, "train", images, np.zeros(count, np.int64))
+    written = sum(p.stat().st_blocks * 512 for p in tmp_path.rglob("*") if p.is_file())
+    assert written <= estimate_bytes("ffcv", count) <= 2 * written + (32 << 20)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size_mb): a real tmpfs of that size; skipped where mounting is not allowed."""
+    mounted = []
+
+    def mount(size_mb):
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs",
+                               str(point)], capture_output=True) if os.geteuid() == 0 else None
+        if done is None or done.returncode:
+            pytest.skip("needs root and a mountable tmpfs")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_full_disk_is_refused_before_writing(tmp_path, small_disk):
+    disk = small_disk(24)
+    archive, truth = make_cifar_archive(tmp_path / "a.tar.gz", train_size=1500, test_size=500)
+    full = r"^needs about 33 MB free in .*disk0, has 25 MB; free some space"
+    with pytest.raises(UserError, match=full) as failure:
+        _prepare(archive, disk, formats=("native", "dali"))  # 32.2 MB with the headroom
+    assert "\n" not in str(failure.value)
+    assert list(disk.iterdir()) == []
+    _prepare(archive, disk)  # native alone (about 23 MB with headroom) fits
+    _assert_loads("cifar10", disk, truth)
+
+
+def test_short_write_on_a_full_disk_is_one_line(tmp_path, small_disk, monkeypatch):
+    disk = small_disk(4)
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=1500, test_size=500)
+    monkeypatch.setattr("fastcifar.prepare.require_free_space", lambda *args: None)
+    with pytest.raises(UserError, match="disk full while writing shards") as failure:
+        _prepare(archive, disk)  # np.save's short write raises an OSError without errno
+    assert "\n" not in str(failure.value)
+    assert list(disk.iterdir()) == []

@@ -12,17 +12,21 @@ from fastcifar.datasets import DATASETS
               help="Where prepared datasets live. Default: $FASTCIFAR_DATA, else ~/.cache/fastcifar.")
 @click.option("--formats", default="native", show_default=True, metavar="LIST",
               help="Comma-separated shard formats: native,ffcv,dali (native is always written).")
-@click.option("--force", is_flag=True, help="Rewrite even if a valid manifest exists.")
+@click.option("--force", is_flag=True,
+              help="Rewrite every prepared format even if a valid manifest exists.")
 @click.option("--no-checksum", is_flag=True, help="Accept a source whose md5 is not the official one.")
 def prepare(dataset, source, data_dir, formats, force, no_checksum):
     """Turn a CIFAR archive into verified binary shards.
+
+    Asking for a format later adds it and keeps the ones already prepared. The dataset
+    folder is replaced as a whole, so prepare refuses one holding files it did not write.
 
     \b
     Examples:
       fastcifar prepare --dataset cifar10
       fastcifar prepare --dataset cifar100 --formats native,ffcv,dali
       fastcifar prepare --dataset cifar10 --source ~/Downloads/cifar-10-python.tar.gz
-      fastcifar prepare --dataset cifar10 --source ./cifar-10-batches-bin --data-dir /data
+      fastcifar prepare --dataset cifar10 --source ./cifar-10-batches-py --data-dir /data
     """
     from fastcifar.prepare import PrepareConfig, parse_formats
     from fastcifar.prepare import prepare as run_prepare

@@ -292,6 +292,8 @@ def _read_source(spec: DatasetSpec, path: Path, verify_members: bool) -> SourceD
         parts = [decoded.pop(name) for name in files]
         images[split] = np.concatenate([p[0] for p in parts])
         labels[split] = np.concatenate([p[1] for p in parts])
+        if len(labels[split]) == 0:
+            raise UserError(f"{path}: the {split} split holds no images")
     names = decoded.pop(archive.meta_file)
     return SourceData(images=images, labels=labels, class_names=names, layout=archive.layout,
                       members_verified=verify_members and bool(archive.member_md5))

@@ -58,7 +58,7 @@ def make_cifar_folder(root: Path, dataset: str = "cifar10", layout: str = "pytho
 
 
 def _encode(spec, layout, images, labels, name) -> bytes:
-    rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # 1024 R, 1024 G, 1024 B
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3 * 32 * 32)  # 1024 R, G, B
     if layout == "binary":
         if spec.num_classes == 10:
             heads = labels[:, None]

@@ -490,3 +490,13 @@ def test_short_write_on_a_full_disk_is_one_line(tmp_path, small_disk, monkeypatc
         _prepare(archive, disk)  # np.save's short write raises an OSError without errno
     assert "\n" not in str(failure.value)
     assert list(disk.iterdir()) == []
+
+
+def test_a_split_without_images_is_one_line(tmp_path):
+    archive, _ = make_cifar_archive(tmp_path / "a.tar.gz", train_size=20, test_size=0)
+    with pytest.raises(UserError, match="the test split holds no images") as info:
+        prepare(PrepareConfig(dataset="cifar10", source=str(archive),
+                              data_dir=str(tmp_path / "d"), formats=("native", "dali"),
+                              checksum=False), **QUIET)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "d" / "cifar10").exists()

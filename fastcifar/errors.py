@@ -18,11 +18,11 @@ class MissingExtraError(UserError):
         )
 
 
-def unknown_name_message(kind: str, name: str, known) -> str:
-    """'unknown model 'resnet2'; did you mean: resnet20, ...?' (or every known name)."""
+
+def close_names_hint(name: str, known) -> str:
+    """'did you mean: resnet20, ...?' when some known names are close, else all of them."""
     import difflib
 
     known = list(known)
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
-    hint = f"did you mean: {', '.join(close)}?" if close else f"choose from: {', '.join(known)}"
-    return f"unknown {kind} {name!r}; {hint}"
+    return f"did you mean: {', '.join(close)}?" if close else f"choose from: {', '.join(known)}"

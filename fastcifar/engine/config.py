@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from fastcifar.datasets import get_dataset
 from fastcifar.engine.recipes import Hyperparameters, default_recipe, get_recipe
-from fastcifar.errors import UserError, unknown_name_message
+from fastcifar.errors import UserError, close_names_hint
 
 BACKENDS = ("native", "ffcv", "dali", "torchvision")
 DTYPES = ("bf16", "fp16", "fp32")
@@ -152,8 +152,8 @@ def resolve_config(
 
         known_models = list(list_models())
     if model not in known_models:
-        raise UserError(unknown_name_message("model", model, known_models)
-                        + " (see `fastcifar models`)")
+        raise UserError(f"unknown model {model!r}; {close_names_hint(model, known_models)} "
+                        "(see `fastcifar models`)")
 
     # A given name (even an empty one) is what the config records, so it must exist.
     recipe = get_recipe(options.get("recipe", default_recipe(model)))

@@ -24,8 +24,7 @@ from fastcifar.engine.ema import EMA
 from fastcifar.engine.evaluate import evaluate
 from fastcifar.engine.progress import EpochProgress, epoch_line, rates
 from fastcifar.engine.run_dir import (
-    CONFIG_NAME, SUMMARY_NAME, prepare_run_dir, remove_if_empty, write_json_atomic,
-    write_metrics,
+    CONFIG_NAME, SUMMARY_NAME, claimed_run_dir, write_json_atomic, write_metrics,
 )
 from fastcifar.engine.schedule import build_schedule, lr_at
 from fastcifar.engine.step import SEEN
@@ -41,36 +40,24 @@ def train(config) -> dict:
     """Run training as `config` says; returns the summary (also in RUNDIR/summary.json)."""
     if dist.in_torchrun():
         ctx = dist.init_from_env(config.device, graph=config.graph)
-        created = False
         try:
             # Each process resolved its own config; a default run directory carries a
             # timestamp, so everyone takes rank 0's.
             config = dataclasses.replace(config, out=dist.all_gather_objects(config.out, ctx)[0])
-            created = not Path(config.out).exists()
-            if ctx.is_main:
-                prepare_run_dir(config)
-            dist.barrier(ctx)
-            summary = Trainer(ctx, config).run()
+            with claimed_run_dir(config, prepare=ctx.is_main):
+                dist.barrier(ctx)
+                summary = Trainer(ctx, config).run()
         except BaseException:
-            if ctx.is_main and created:
-                remove_if_empty(Path(config.out))
             dist.shutdown(ctx, clean=False)
             raise
         dist.shutdown(ctx)
         return summary
-    created = not Path(config.out).exists()
-    run_dir = prepare_run_dir(config)
-    try:
+    with claimed_run_dir(config) as run_dir:
         if config.world_size > 1:
             dist.launch_local(run_worker, config.world_size, config.device, (config,),
                               graph=config.graph)
             return json.loads((run_dir / SUMMARY_NAME).read_text())
         return Trainer(dist.DistContext.single(config.device), config).run()
-    except BaseException:
-        if created:  # a run that could not start leaves no empty folder behind
-            remove_if_empty(run_dir)
-        raise
-
 
 def run_worker(ctx, config) -> None:
     """One spawned process of a local multi-process run (module level: picklable)."""

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -91,9 +92,18 @@ def prepare_run_dir(config) -> Path:
     return run_dir
 
 
-def remove_if_empty(run_dir: Path) -> None:
-    """After a run that could not start: drop the directory if nothing was written."""
+@contextlib.contextmanager
+def claimed_run_dir(config, prepare: bool = True):
+    """prepare_run_dir(config) (when `prepare`: the main process), yielding the folder; a
+    run that fails before writing anything leaves no empty folder it created behind."""
+    run_dir = Path(config.out)
+    created = prepare and not run_dir.exists()
+    if prepare:
+        prepare_run_dir(config)
     try:
-        run_dir.rmdir()  # only succeeds on an empty directory
-    except OSError:
-        pass
+        yield run_dir
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only succeeds on an empty folder
+        raise

@@ -14,7 +14,7 @@ from typing import Callable
 
 from torch import nn
 
-from fastcifar.errors import UserError, unknown_name_message
+from fastcifar.errors import UserError, close_names_hint
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -50,8 +50,8 @@ def matching_models(pattern: str | None) -> list[str]:
     """list_models(pattern), where matching nothing is a UserError naming close names."""
     names = list_models(pattern)
     if not names:
-        raise UserError(unknown_name_message("model pattern", pattern, list_models())
-                        .replace("unknown model pattern", "no model matches", 1))
+        hint = close_names_hint(pattern, list_models())
+        raise UserError(f"no model matches {pattern!r}; {hint}")
     return names
 
 
@@ -61,7 +61,7 @@ def get_builder(name: str) -> ModelBuilder:
         return _BUILDERS[name]
     except KeyError:
         pass
-    raise UserError(unknown_name_message("model", name, list_models()))
+    raise UserError(f"unknown model {name!r}; {close_names_hint(name, list_models())}")
 
 
 def model_options(name: str) -> frozenset[str]:

@@ -1,6 +1,7 @@
 # Two commands for a fresh machine:
 #   make demo   set up, prepare CIFAR-10, train a short default run, print images/sec
-#   make test   set up, then run the test suite
+#   make test   set up, then lint (ruff) and run the whole test suite (what CI runs)
+#   make test-fast  the tests not marked slow: the edit-test loop (under a minute)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,7 +11,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 SOURCE ?=
 DEMO_EPOCHS ?= 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast lint bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py pyproject.toml scripts/setup-env.sh
@@ -22,8 +23,14 @@ demo: setup
 	$(BIN)/fastcifar train --model resnet20 --dataset cifar10 --epochs $(DEMO_EPOCHS) --force --out runs/demo
 	@$(BIN)/python -c "import json; s=json.load(open('runs/demo/summary.json')); print(f\"demo: test_acc {s['test_acc']:.4f}, {s['images_per_sec']:.0f} images/sec\")"
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 bench: setup
 	$(BIN)/fastcifar bench --quick

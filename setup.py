@@ -11,7 +11,7 @@ EXTRAS = {
     "dali": ["nvidia-dali-cuda130==2.4.0"],
     "ffcv": ["ffcv==1.0.2", "opencv-python-headless"],
     "plot": ["matplotlib"],
-    "dev": ["pytest>=7", "matplotlib"],
+    "dev": ["pytest>=7", "matplotlib", "ruff==0.17.6"],
 }
 
 setup(

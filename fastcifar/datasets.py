@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastcifar.errors import UserError
+
 IMAGE_BYTES = 32 * 32 * 3
 
 
@@ -113,8 +115,6 @@ SPLITS = ("train", "test")
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    from fastcifar.errors import UserError
-
     try:
         return DATASETS[name]
     except KeyError:

@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tqdm import tqdm
+
 from fastcifar.errors import UserError
 from fastcifar.sources import file_digest
 from fastcifar.storage import require_free_space
@@ -103,7 +105,6 @@ def _total_from_range(content_range: str | None) -> int | None:
 
 def _receive(response, part: Path, have: int, total: int | None, url: str, name: str) -> int:
     """Append the response body to `part`; return the bytes it then holds."""
-    from tqdm import tqdm
 
     try:
         with response, open(part, "ab" if have else "wb") as out, tqdm(

@@ -3,6 +3,7 @@
 The CLI prints a UserError as a single line on stderr and exits non-zero; anything else
 is a bug and keeps its traceback.
 """
+import difflib
 
 
 class UserError(Exception):
@@ -18,11 +19,8 @@ class MissingExtraError(UserError):
         )
 
 
-
 def close_names_hint(name: str, known) -> str:
     """'did you mean: resnet20, ...?' when some known names are close, else all of them."""
-    import difflib
-
     known = list(known)
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
     return f"did you mean: {', '.join(close)}?" if close else f"choose from: {', '.join(known)}"

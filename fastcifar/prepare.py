@@ -21,8 +21,15 @@ from fastcifar.errors import UserError
 from fastcifar.shard_writers import WRITERS, estimate_bytes
 from fastcifar.sources import file_digest, read_source, reading
 from fastcifar.storage import (
-    FORMAT_VERSION, FORMATS, dataset_dir, foreign_entries, read_manifest,
-    require_free_space, sha256_of, shard_names, write_manifest,
+    FORMAT_VERSION,
+    FORMATS,
+    dataset_dir,
+    foreign_entries,
+    read_manifest,
+    require_free_space,
+    sha256_of,
+    shard_names,
+    write_manifest,
 )
 
 _SPACE_HEADROOM = 16 << 20  # the manifest, folder entries, filesystem rounding

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastcifar.backends import require_extra
 from fastcifar.datasets import IMAGE_BYTES
-from fastcifar.errors import MissingExtraError
 from fastcifar.storage import shard_names
 from fastcifar.threads import keep_thread_counts
 
@@ -41,11 +41,9 @@ class _Pairs:
 def write_ffcv(folder: Path, split: str, images: np.ndarray, labels: np.ndarray,
                num_workers: int = 2) -> None:
     with keep_thread_counts():
-        try:
-            from ffcv.fields import IntField, NDArrayField
-            from ffcv.writer import DatasetWriter
-        except ImportError:
-            raise MissingExtraError("ffcv", "ffcv") from None
+        require_extra("ffcv")
+        from ffcv.fields import IntField, NDArrayField
+        from ffcv.writer import DatasetWriter
         (path,) = _shard_paths(folder, "ffcv", split)
         fields = {"image": NDArrayField(np.dtype("uint8"), (32, 32, 3)), "label": IntField()}
         writer = DatasetWriter(str(path), fields, num_workers=num_workers)

@@ -7,6 +7,7 @@ checked, so a bad source becomes one clear UserError instead of a traceback.
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import functools
 import hashlib
 import io
@@ -17,6 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct
 
 from fastcifar.datasets import DATASETS, IMAGE_BYTES, ArchiveSpec, DatasetSpec
 from fastcifar.errors import UserError
@@ -56,12 +62,6 @@ def reading(path: Path):
 @functools.lru_cache(maxsize=1)
 def _allowed_globals() -> dict:
     """The only callables a CIFAR pickle needs: numpy's array rebuilders and object."""
-    import copyreg
-
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct
     return {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
@@ -129,7 +129,8 @@ class _Members:
 
     def names(self) -> set:
         if self._tar is None:
-            return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()}
+            return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                    if p.is_file()}
         return set(self._index)
 
     def position(self, name: str) -> int:
@@ -150,7 +151,8 @@ class _Members:
         try:
             return self._tar.extractfile(info).read()
         except Exception as exc:  # tarfile, gzip and zlib each fail their own way on bad data
-            raise UserError(f"{self.root}: cannot read {name}: truncated or corrupt ({exc})") from None
+            raise UserError(f"{self.root}: cannot read {name}: truncated or corrupt ({exc})") \
+                from None
 
     def _info(self, name: str) -> tarfile.TarInfo:
         try:
@@ -249,7 +251,8 @@ def _decode_class_names(spec: DatasetSpec, archive: ArchiveSpec, data: bytes, wh
         key = b"label_names" if spec.num_classes == 10 else b"fine_label_names"
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(key, [])]
     else:
-        names = [line.strip() for line in data.decode(errors="replace").splitlines() if line.strip()]
+        lines = data.decode(errors="replace").splitlines()
+        names = [line.strip() for line in lines if line.strip()]
     if len(names) != spec.num_classes:
         raise UserError(f"{what}: {len(names)} class names, expected {spec.num_classes}")
     return names

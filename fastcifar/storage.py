@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from fastcifar.atomic import atomic_write
+from fastcifar.backends import SHARD_FORMATS
 from fastcifar.datasets import SPLITS, get_dataset
 from fastcifar.errors import UserError
 from fastcifar.sources import file_digest
 
 FORMAT_VERSION = 1
-FORMATS = ("native", "ffcv", "dali")
+FORMATS = SHARD_FORMATS  # one per backend kind: see fastcifar/backends.py
 MANIFEST = "manifest.json"
 
 

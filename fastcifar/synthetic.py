@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fastcifar.datasets import get_dataset
+from fastcifar.prepare import PrepareConfig, prepare
 
 _PATTERN_SEED = 20240601
 _NOISE = 48
@@ -82,8 +83,6 @@ def prepare_synthetic(data_dir, dataset: str = "cifar10", *, formats=("native",)
                       train_size: int = 50000, test_size: int = 10000, seed: int = 0) -> Path:
     """Generate a CIFAR-format set and prepare it into `data_dir` in `formats`
     (through fastcifar.prepare, as a user's data would be); return `data_dir`."""
-    from fastcifar.prepare import PrepareConfig, prepare
-
     data_dir = Path(data_dir)
     staging = data_dir / ".synthetic-source"
     try:

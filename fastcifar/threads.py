@@ -8,6 +8,8 @@ import contextlib
 def keep_thread_counts():
     """FFCV sets torch's (and numba's) thread count on import, in Loader() and per epoch;
     put back what the caller had."""
+    # Imported here: `fastcifar prepare` (torch-free) reaches this module through the
+    # FFCV shard writer, and must not load torch and numba unless it writes FFCV shards.
     import numba
     import torch
 

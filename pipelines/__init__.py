@@ -8,9 +8,8 @@
         for images, targets in loader:   # on the device, channels_last, normalised
             ...
 
-Backends: native (whole dataset on the device, fused augment op; the default), ffcv,
-dali (optional extras, imported only when built) and torchvision (the per-image
-DataLoader baseline). See base.py for the protocol and the sharding rule.
+Backends are listed in fastcifar/backends.py (native, the default; the optional ffcv and
+dali; the torchvision baseline). See base.py for the protocol and the sharding rule.
 """
 from __future__ import annotations
 
@@ -18,18 +17,10 @@ import importlib
 
 import torch
 
-from fastcifar.errors import UserError
-from fastcifar.pipelines.base import BACKENDS, BaseLoader, LoaderSpec, make_spec
-from fastcifar.pipelines.bench import measure_loader
+from fastcifar.backends import get_backend
+from fastcifar.pipelines.base import BaseLoader, LoaderSpec, make_spec
 
-__all__ = ["BACKENDS", "BaseLoader", "LoaderSpec", "create_loader", "measure_loader"]
-
-_MODULES = {
-    "native": "fastcifar.pipelines.native",
-    "ffcv": "fastcifar.pipelines.ffcv_loader",
-    "dali": "fastcifar.pipelines.dali_loader",
-    "torchvision": "fastcifar.pipelines.torchvision_loader",
-}
+__all__ = ["BaseLoader", "LoaderSpec", "create_loader"]
 
 
 def create_loader(backend: str, dataset: str, split: str, *, batch_size: int, train: bool,
@@ -43,10 +34,9 @@ def create_loader(backend: str, dataset: str, split: str, *, batch_size: int, tr
     "triton", "reference") and prefetch; ffcv takes batches_ahead and os_cache; dali takes
     prefetch_queue_depth and record_indices; torchvision takes persistent_workers.
     """
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    loader_module = get_backend(backend).loader_module
     spec = make_spec(dataset, split, batch_size=batch_size, train=train, augment=augment,
                      device=device, dtype=dtype, data_dir=data_dir, seed=seed, rank=rank,
                      world_size=world_size, num_workers=num_workers, drop_last=drop_last)
-    module = importlib.import_module(_MODULES[backend])
-    return module.build(spec, **backend_options)
+    # Loader modules are imported when built: the optional ones need their extra.
+    return importlib.import_module(loader_module).build(spec, **backend_options)

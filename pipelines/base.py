@@ -21,11 +21,10 @@ import numpy as np
 import torch
 
 from fastcifar.augment import AugmentConfig, AugmentParams, identity_params, sample_params
-from fastcifar.augment.call import OUTPUT_DTYPES, check_outputs
+from fastcifar.augment.autoaugment import sample_autoaugment
+from fastcifar.augment.call import OUTPUT_DTYPES
 from fastcifar.datasets import get_dataset
 from fastcifar.errors import UserError
-
-BACKENDS = ("native", "ffcv", "dali", "torchvision")
 
 # Independent random streams drawn from (seed, epoch): the order is shared by every rank
 # (so their blocks are disjoint); augmentation streams also take the rank.
@@ -157,8 +156,6 @@ def epoch_batch_params(spec: LoaderSpec, sizes: list[int], epoch: int):
     params = iter_batch_params(spec.augment, sizes, generator, spec.device)
     if not spec.augment.autoaugment:
         return zip(params, repeat(None))
-    from fastcifar.augment.autoaugment import sample_autoaugment
-
     policy_generator = stream_generator(spec, epoch, AUTOAUGMENT_STREAM)
     return zip(params, (sample_autoaugment(size, policy_generator, spec.device)
                         for size in sizes))
@@ -219,7 +216,7 @@ def resolve_device(device) -> torch.device:
 
 
 class BaseLoader:
-    """Epoch bookkeeping and the static-output-buffer protocol shared by every backend.
+    """Epoch bookkeeping shared by every backend.
 
     Subclasses implement `__iter__` and, if they know it in advance, `epoch_indices`.
     """
@@ -230,7 +227,6 @@ class BaseLoader:
         self.spec = spec
         self.num_samples = num_samples  # in the whole split, before sharding
         self.epoch = 0
-        self.output_buffers: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -252,41 +248,6 @@ class BaseLoader:
     def epoch_indices(self) -> torch.Tensor:
         """The sample indices this rank visits in the current epoch, in order."""
         return spec_epoch_indices(self.spec, self.num_samples, self.epoch)
-
-    def set_output_buffers(self, images: torch.Tensor | None,
-                           targets: torch.Tensor | None) -> None:
-        """Write every batch into these tensors (and yield them) so a CUDA-graph-captured
-        step can read fixed addresses; (None, None) goes back to fresh tensors per batch.
-
-        A partial last batch (evaluation) is written into and yielded as the leading rows.
-        Batch k is overwritten by batch k+1, so consume it before asking for the next.
-        """
-        if images is None and targets is None:
-            self.output_buffers = None
-            return
-        if images is None or targets is None:
-            raise ValueError("set both output buffers, or neither (None, None)")
-        s = self.spec
-        check_outputs(images, targets, s.batch_size, s.augment, s.dtype, s.device,
-                      names=("output images", "output targets"))
-        self.output_buffers = (images, targets)
-
-    def deliver(self, images: torch.Tensor, targets: torch.Tensor):
-        """Copy a produced batch into the static buffers when they are set."""
-        if self.output_buffers is None:
-            return images, targets
-        out_images, out_targets = self.output_buffers
-        n = images.shape[0]
-        copy_images(out_images[:n], images)
-        out_targets[:n].copy_(targets, non_blocking=True)
-        return out_images[:n], out_targets[:n]
-
-    def output_slices(self, batch_size: int):
-        """(images, targets) views of the static buffers for a batch, or (None, None)."""
-        if self.output_buffers is None:
-            return None, None
-        out_images, out_targets = self.output_buffers
-        return out_images[:batch_size], out_targets[:batch_size]
 
     def __repr__(self) -> str:
         s = self.spec

@@ -25,12 +25,22 @@ import torch
 
 from fastcifar.augment import AugmentConfig, identity_params
 from fastcifar.augment.config import IMAGE_SIZE
-from fastcifar.errors import MissingExtraError
+from fastcifar.backends import require_extra
 from fastcifar.pipelines.base import (
-    AUGMENT_STREAM, MIX_STREAM, ORDER_STREAM, BaseLoader, LoaderSpec, batches_per_epoch,
-    derive_seed, samples_per_rank, shard_bounds, stream_generator,
+    AUGMENT_STREAM,
+    MIX_STREAM,
+    ORDER_STREAM,
+    BaseLoader,
+    LoaderSpec,
+    batches_per_epoch,
+    derive_seed,
+    samples_per_rank,
+    shard_bounds,
+    stream_generator,
 )
+from fastcifar.pipelines.dali_index import cached_index
 from fastcifar.pipelines.mixing import BatchMixer
+from fastcifar.storage import dataset_dir, read_manifest, shard_names, shard_path
 
 MAX_SHUFFLE_BUFFER = 1 << 16  # samples; CIFAR's 50k train split (150 MB) fits whole
 _DALI_SEED_MOD = 1 << 31  # DALI seeds are C ints
@@ -43,7 +53,8 @@ def augment_graph(images, config: AugmentConfig, expose_params: bool = False):
     source. Returns (images, params) where params holds the sampled shift, flip and
     erase box as DataNodes when expose_params (for tests), else {}.
     """
-    from nvidia.dali import fn, math as dmath, types
+    from nvidia.dali import fn, types
+    from nvidia.dali import math as dmath
 
     params = {}
     if config.padding > 0:
@@ -222,7 +233,7 @@ class DALILoader(BaseLoader):
             if self.expose_params:
                 self.last_params = _params_from(data, mix.last_params, s.augment,
                                                 images.shape[0])
-            yield self.deliver(images, targets)
+            yield images, targets
 
 
 def _sample_number(source_info: np.ndarray) -> int:
@@ -254,14 +265,7 @@ def _params_from(data: dict, batch_params, config: AugmentConfig, batch_size: in
 
 def build(spec: LoaderSpec, *, prefetch_queue_depth: int = 2,
           expose_params: bool = False) -> DALILoader:
-    try:
-        import nvidia.dali  # noqa: F401
-        import nvidia.dali.plugin.pytorch  # noqa: F401
-    except ImportError:
-        raise MissingExtraError("nvidia-dali-cuda130", "dali") from None
-    from fastcifar.pipelines.dali_index import cached_index
-    from fastcifar.storage import dataset_dir, read_manifest, shard_path, shard_names
-
+    require_extra("dali")
     tar_path = shard_path(spec.dataset, "dali", spec.split, spec.data_dir)
     manifest = read_manifest(spec.dataset, spec.data_dir)
     sha256 = manifest["shards"][shard_names("dali", spec.split)[0]]

@@ -19,17 +19,27 @@ from __future__ import annotations
 import sys
 from itertools import repeat
 
+import numba
 import numpy as np
 import torch
 
 from fastcifar.augment import augment
-from fastcifar.errors import MissingExtraError
-from fastcifar.threads import keep_thread_counts
+from fastcifar.augment.ffcv_op import make_ffcv_augment_op
+from fastcifar.backends import require_extra
 from fastcifar.pipelines.base import (
-    AUGMENT_STREAM, BaseLoader, LoaderSpec, batch_sizes, copy_images, derive_seed,
-    epoch_batch_params, samples_per_rank, spec_epoch_indices,
+    AUGMENT_STREAM,
+    BaseLoader,
+    LoaderSpec,
+    batch_sizes,
+    copy_images,
+    derive_seed,
+    epoch_batch_params,
+    samples_per_rank,
+    spec_epoch_indices,
 )
 from fastcifar.pipelines.mixing import smoothed_targets
+from fastcifar.storage import read_manifest, shard_path
+from fastcifar.threads import keep_thread_counts
 
 
 def _order_factory(spec: LoaderSpec, num_samples: int):
@@ -76,7 +86,6 @@ class FFCVLoader(BaseLoader):
             self.ffcv_loader = self._make_ffcv_loader(batches_ahead, os_cache)
 
     def _make_ffcv_loader(self, batches_ahead: int, os_cache: bool):
-        import numba
         from ffcv.fields.basics import IntDecoder
         from ffcv.fields.ndarray import NDArrayDecoder
         from ffcv.loader import Loader
@@ -85,8 +94,6 @@ class FFCVLoader(BaseLoader):
         spec = self.spec
         image_ops, label_ops = [NDArrayDecoder(), ToTensor()], [IntDecoder(), ToTensor()]
         if self.op_in_pipeline:
-            from fastcifar.augment.ffcv_op import make_ffcv_augment_op
-
             seed = derive_seed(spec.seed, 0, AUGMENT_STREAM, spec.rank)
             # Runs on FFCV's threads while the consumer trains on the previous batch.
             image_ops.insert(1, make_ffcv_augment_op(spec.augment, seed))
@@ -139,18 +146,14 @@ class FFCVLoader(BaseLoader):
     def _augment(self, images, labels, batch_params):
         """Raw uint8 [B,32,32,3] from FFCV -> one fused op launch (AutoAugment first)."""
         params, policy_params = batch_params
-        out, out_targets = self.output_slices(images.shape[0])
-        return augment(images, labels, params, self.spec.augment, out=out,
-                       out_targets=out_targets, dtype=self.spec.dtype, impl=self.impl,
-                       autoaugment_params=policy_params)
+        return augment(images, labels, params, self.spec.augment, dtype=self.spec.dtype,
+                       impl=self.impl, autoaugment_params=policy_params)
 
     def _finish_augmented(self, images, labels, _params):
         """float32 [B,32,32,3] already augmented by the in-pipeline op."""
         spec = self.spec
         if spec.augment.soft_targets:  # label smoothing alone: targets only
             labels = smoothed_targets(labels, spec.augment)
-        if self.output_buffers is not None:
-            return self.deliver(images.permute(0, 3, 1, 2), labels)
         # FFCV recycles its output memory a few batches later: hand out our own copy.
         own = torch.empty(images.shape, dtype=spec.dtype).permute(0, 3, 1, 2)
         return copy_images(own, images.permute(0, 3, 1, 2)), labels
@@ -163,13 +166,8 @@ def _chain(first, rest):
 
 def build(spec: LoaderSpec, *, batches_ahead: int = 3, os_cache: bool = True,
           impl: str = "auto") -> FFCVLoader:
-    with keep_thread_counts():
-        try:
-            import ffcv  # noqa: F401  (sets torch's thread count to 1; restored on exit)
-        except ImportError:
-            raise MissingExtraError("ffcv", "ffcv") from None
-    from fastcifar.storage import read_manifest, shard_path
-
+    with keep_thread_counts():  # importing ffcv sets torch's thread count to 1
+        require_extra("ffcv")
     path = shard_path(spec.dataset, "ffcv", spec.split, spec.data_dir)
     num_samples = read_manifest(spec.dataset, spec.data_dir)["counts"][spec.split]
     return FFCVLoader(spec, path, num_samples, batches_ahead=batches_ahead, os_cache=os_cache,

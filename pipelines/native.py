@@ -12,8 +12,13 @@ import torch
 
 from fastcifar.augment import augment
 from fastcifar.pipelines.base import (
-    BaseLoader, LoaderSpec, batch_sizes, epoch_batch_params, spec_epoch_indices,
+    BaseLoader,
+    LoaderSpec,
+    batch_sizes,
+    epoch_batch_params,
+    spec_epoch_indices,
 )
+from fastcifar.storage import load
 
 
 class NativeLoader(BaseLoader):
@@ -43,23 +48,15 @@ class NativeLoader(BaseLoader):
             yield order[start:start + size], batch_params
             start += size
 
-    def _augment(self, indices, batch_params, out=None, out_targets=None):
+    def _augment(self, indices, batch_params):
         params, policy_params = batch_params
         return augment(self.images, self.labels, params, self.spec.augment, indices=indices,
-                       out=out, out_targets=out_targets, dtype=self.spec.dtype, impl=self.impl,
-                       autoaugment_params=policy_params)
+                       dtype=self.spec.dtype, impl=self.impl, autoaugment_params=policy_params)
 
     def __iter__(self):
-        if self.side_stream is None or self.output_buffers is not None:
-            # Static buffers are written in place on the consumer's stream: writing ahead
-            # would overwrite the batch a captured step is still reading.
-            return self._iterate_in_order()
+        if self.side_stream is None:
+            return (self._augment(*item) for item in self._batches())
         return self._iterate_prefetched()
-
-    def _iterate_in_order(self):
-        for indices, params in self._batches():
-            out, out_targets = self.output_slices(indices.shape[0])
-            yield self._augment(indices, params, out, out_targets)
 
     def _iterate_prefetched(self):
         consumer = torch.cuda.current_stream(self.device)
@@ -90,7 +87,5 @@ class NativeLoader(BaseLoader):
 
 
 def build(spec: LoaderSpec, *, impl: str = "auto", prefetch: bool = True) -> NativeLoader:
-    from fastcifar.storage import load
-
     images, labels = load(spec.dataset, spec.split, spec.data_dir)
     return NativeLoader(spec, images, labels, impl=impl, prefetch=prefetch)

@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torchvision.transforms import v2
 
 from fastcifar.augment import AugmentConfig
 from fastcifar.augment.config import IMAGE_SIZE
 from fastcifar.pipelines.base import (
-    AUGMENT_STREAM, MIX_STREAM, BaseLoader, LoaderSpec, derive_seed, samples_per_rank,
+    AUGMENT_STREAM,
+    MIX_STREAM,
+    BaseLoader,
+    LoaderSpec,
+    derive_seed,
+    samples_per_rank,
     stream_generator,
 )
 from fastcifar.pipelines.mixing import BatchMixer
+from fastcifar.storage import load
 
 
 class Cutout(torch.nn.Module):
@@ -44,8 +51,6 @@ class Cutout(torch.nn.Module):
 
 def make_transform(config: AugmentConfig):
     """Per-image transforms v2 for a CHW uint8 tensor -> normalised float32 CHW."""
-    from torchvision.transforms import v2
-
     steps = []
     if config.padding > 0:
         mode = "reflect" if config.pad_mode == "reflect" else "constant"
@@ -128,11 +133,9 @@ class TorchvisionLoader(BaseLoader):
             images = images.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW channels_last
             images = images.to(s.device, s.dtype, non_blocking=True)
             targets = labels.to(s.device, non_blocking=True)
-            yield self.deliver(*mix(images, targets))
+            yield mix(images, targets)
 
 
 def build(spec: LoaderSpec, *, persistent_workers: bool = False) -> TorchvisionLoader:
-    from fastcifar.storage import load
-
     images, labels = load(spec.dataset, spec.split, spec.data_dir)
     return TorchvisionLoader(spec, images, labels, persistent_workers=persistent_workers)

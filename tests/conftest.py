@@ -1,51 +1,44 @@
-import importlib.util
 import re
 
 import pytest
+import torch
 
+from fastcifar.backends import BACKENDS, SHARD_FORMATS, format_extra, missing_extra
+from fastcifar.prepare import PrepareConfig, prepare
 from tests.cifar_fixtures import make_cifar_archive
-
-
-def has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # a dotted name whose parent package is missing
-        return False
-
 
 # Backends that need an extra; their tests are skipped where it is not installed (CI
 # installs both, so there they always run; a GPU machine without a registry may lack them).
-EXTRA_MODULES = {"ffcv": "ffcv", "dali": "nvidia.dali"}
+OPTIONAL_BACKENDS = tuple(name for name, backend in BACKENDS.items() if backend.extra)
 
 
-def _missing_extra(item) -> str | None:
-    """The extra a test needs and this machine lacks: named by a `backend` parameter or a
-    word of the test's name (test_dali_..., test_ffcv_and_native_...)."""
+def _optional_backend(item) -> str | None:
+    """The optional backend a test uses: named by a `backend` parameter or a word of the
+    test's name (test_dali_..., test_ffcv_and_native_...)."""
     words = set(re.findall(r"[a-z0-9]+", getattr(item, "originalname", None) or item.name))
     callspec = getattr(item, "callspec", None)
     if callspec is not None:
         words |= {v for v in callspec.params.values() if isinstance(v, str)}
-    for backend, module in EXTRA_MODULES.items():
-        if backend in words and not has_module(module):
-            return backend
-    return None
+    return next((backend for backend in OPTIONAL_BACKENDS if backend in words), None)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "slow: takes seconds (left out of `make test-fast`); "
+                                       "tests of the ffcv and dali backends are marked too")
 
 
 def pytest_collection_modifyitems(config, items):
-    import torch
-
     cuda = torch.cuda.is_available()
     for item in items:
         if "cuda" in item.keywords and not cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
-        extra = _missing_extra(item)
-        if extra:
-            item.add_marker(pytest.mark.skip(reason=f"the {extra} extra is not installed"))
+        backend = _optional_backend(item)
+        if backend and missing_extra(backend):
+            item.add_marker(pytest.mark.skip(reason=f"the {backend} extra is not installed"))
+        elif backend:
+            # FFCV compiles its pipeline per loader (seconds), DALI builds one per epoch.
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -54,12 +47,11 @@ def prepared_data(tmp_path_factory):
 
     Returns (data_dir, truth) with truth[split] = (images uint8 NHWC, labels int64).
     """
-    from fastcifar.prepare import PrepareConfig, prepare
-
     root = tmp_path_factory.mktemp("cifar")
     archive, truth = make_cifar_archive(root / "cifar-10-python.tar.gz", train_size=512,
                                         test_size=128, seed=7, learnable=True)
-    formats = ["native"] + [f for f, m in EXTRA_MODULES.items() if has_module(m)]
+    formats = [f for f in SHARD_FORMATS
+               if format_extra(f) is None or not missing_extra(format_extra(f).name)]
     data_dir = root / "data"
     prepare(PrepareConfig(dataset="cifar10", source=str(archive), data_dir=str(data_dir),
                           formats=tuple(formats), checksum=False), log=lambda *_: None)

@@ -5,8 +5,12 @@ import torch
 from numba import njit
 
 from fastcifar.augment import AugmentConfig, augment_reference, identity_params
-from fastcifar.augment.ffcv_op import (batch_seed, make_batch_function, make_ffcv_augment_op,
-                                       sample_batch_params)
+from fastcifar.augment.ffcv_op import (
+    batch_seed,
+    make_batch_function,
+    make_ffcv_augment_op,
+    sample_batch_params,
+)
 from fastcifar.errors import UserError
 
 CONFIG = AugmentConfig.for_dataset("cifar10", pad_mode="reflect", erase_prob=0.7)

@@ -13,8 +13,13 @@ import pytest
 import torch
 
 import fastcifar
-from fastcifar.augment import (AugmentConfig, augment, augment_reference, identity_params,
-                               sample_params)
+from fastcifar.augment import (
+    AugmentConfig,
+    augment,
+    augment_reference,
+    identity_params,
+    sample_params,
+)
 
 triton = pytest.importorskip("triton")
 
@@ -81,6 +86,7 @@ def test_interpreter_empty_batch():
     assert out.shape == (0, 3, 32, 32) and targets.shape == (0,)
 
 
+@pytest.mark.slow
 def test_interpreter_when_triton_interpret_is_set_before_import():
     """The documented way to run Triton on CPU: TRITON_INTERPRET=1 in a fresh process."""
     code = "\n".join([

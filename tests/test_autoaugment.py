@@ -3,12 +3,17 @@ import dataclasses
 
 import pytest
 import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 from fastcifar.augment import AugmentConfig, augment, sample_params
 from fastcifar.augment.autoaugment import (
-    CIFAR10_POLICY, OP_NAMES, OPS, AutoAugmentParams, _apply, autoaugment, magnitude,
+    CIFAR10_POLICY,
+    OP_NAMES,
+    OPS,
+    AutoAugmentParams,
+    _apply,
+    autoaugment,
+    magnitude,
     sample_autoaugment,
 )
 from fastcifar.augment.reference import augment_reference, crop_flip

@@ -4,8 +4,9 @@ import math
 
 import pytest
 
-from fastcifar.engine.config import TrainConfig, resolve_config
+from fastcifar.engine.config import TrainConfig
 from fastcifar.engine.recipes import RECIPES
+from fastcifar.engine.resolve import resolve_config
 from fastcifar.engine.schedule import Schedule, build_schedule, lr_at
 from fastcifar.errors import UserError
 
@@ -16,21 +17,21 @@ def resolve(**options):
     options.setdefault("model", "resnet20")
     options.setdefault("dataset", "cifar10")
     options.setdefault("out", "/tmp/unused-run")
-    return resolve_config(options, cuda_device_count=options.pop("cuda", 0), known_models=MODELS)
+    return resolve_config(options, cuda_devices=options.pop("cuda", 0), known_models=MODELS)
 
 
 # -- schedules --------------------------------------------------------------------------
 
 
 def test_multistep_values():
-    s = Schedule("multistep", lr=0.1, total_steps=300, milestones=(150, 225), gamma=0.1)
+    s = Schedule("multistep", peak_lr=0.1, total_steps=300, milestones=(150, 225), gamma=0.1)
     assert lr_at(s, 0) == 0.1 and lr_at(s, 149) == 0.1
     assert lr_at(s, 150) == pytest.approx(0.01) and lr_at(s, 224) == pytest.approx(0.01)
     assert lr_at(s, 225) == pytest.approx(0.001) and lr_at(s, 299) == pytest.approx(0.001)
 
 
 def test_warmup_then_cosine_values():
-    s = Schedule("cosine", lr=0.1, total_steps=110, warmup_steps=10, min_lr=1e-6)
+    s = Schedule("cosine", peak_lr=0.1, total_steps=110, warmup_steps=10, min_lr=1e-6)
     assert lr_at(s, 0) == pytest.approx(0.01)
     assert lr_at(s, 4) == pytest.approx(0.05)
     assert lr_at(s, 9) == pytest.approx(0.1)
@@ -41,7 +42,7 @@ def test_warmup_then_cosine_values():
 
 
 def test_linear_one_cycle_values():
-    s = Schedule("linear", lr=0.4, total_steps=160, warmup_steps=30)
+    s = Schedule("linear", peak_lr=0.4, total_steps=160, warmup_steps=30)
     assert lr_at(s, 29) == pytest.approx(0.4)
     assert lr_at(s, 30) == pytest.approx(0.4)
     assert lr_at(s, 95) == pytest.approx(0.2)
@@ -60,7 +61,7 @@ def test_build_schedule_turns_epochs_into_steps():
 
 def test_recipes_hold_the_documented_defaults():
     paper, strong, fast = RECIPES["paper"], RECIPES["strong"], RECIPES["fast"]
-    assert (paper.epochs, paper.batch_size, paper.lr, paper.milestones, paper.gamma) == \
+    assert (paper.epochs, paper.batch_size, paper.base_lr, paper.milestones, paper.gamma) == \
         (300, 128, 0.1, (150.0, 225.0), 0.1)
     assert (paper.momentum, paper.weight_decay, paper.mixup) == (0.9, 5e-4, 0.0)
     assert (strong.schedule, strong.warmup_epochs, strong.min_lr, strong.epochs) == \
@@ -68,8 +69,18 @@ def test_recipes_hold_the_documented_defaults():
     assert (strong.mixup, strong.cutmix, strong.erase_prob, strong.label_smoothing) == \
         (1.0, 1.0, 0.25, 0.1)
     assert strong.nesterov and strong.no_decay_bias_bn and strong.zero_init_residual
-    assert fast.batch_size == 512 and 10 <= fast.epochs <= 20 and fast.label_smoothing == 0.2
     assert fast.nesterov and fast.ema and fast.tta
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+@pytest.mark.parametrize("model", MODELS)
+def test_every_recipe_resolves_for_every_model_at_any_length(recipe, model):
+    """A recipe's own values pass resolution, also shortened (warmup and milestones
+    rescale with --epochs and must stay inside the run)."""
+    for epochs in (1, 3, RECIPES[recipe].epochs):
+        config = resolve(model=model, recipe=recipe, epochs=epochs)
+        assert config.warmup_epochs < config.epochs
+        assert all(0 < m < config.epochs for m in config.milestones)
 
 
 def test_default_recipe_depends_on_the_model():
@@ -79,12 +90,12 @@ def test_default_recipe_depends_on_the_model():
 
 def test_linear_lr_scaling_is_applied_and_stated():
     c = resolve(recipe="paper", batch_size=512)
-    assert c.lr == pytest.approx(0.4) and c.base_lr == 0.1 and c.reference_batch_size == 128
+    assert c.peak_lr == pytest.approx(0.4) and c.base_lr == 0.1 and c.reference_batch_size == 128
     assert "0.1 * 512 / 128 = 0.4" in c.lr_rule
-    c = resolve(recipe="paper", batch_size=512, lr=0.2)  # --lr is the base lr
-    assert c.lr == pytest.approx(0.8)
+    c = resolve(recipe="paper", batch_size=512, base_lr=0.2)  # --lr is the base lr
+    assert c.peak_lr == pytest.approx(0.8)
     c = resolve(recipe="paper", batch_size=512, lr_scaling="none")
-    assert c.lr == pytest.approx(0.1)
+    assert c.peak_lr == pytest.approx(0.1)
     data = c.to_json()
     json.dumps(data)
     assert data["lr_rule"] == c.lr_rule and data["per_rank_batch_size"] == 512
@@ -130,7 +141,9 @@ def test_execution_defaults_per_device():
     (dict(dtype="fp16"), "fp16 needs CUDA"),
     (dict(cuda=1, dtype="fp16", graph=True), "GradScaler"),
     (dict(graph=True), "needs --device cuda"),
-    (dict(lr=-1.0), "--lr must be"),
+    (dict(base_lr=-1.0), "--lr must be"),
+    (dict(lr=0.1), "unknown training option"),
+    (dict(peak_lr=0.1), "unknown training option"),
     (dict(label_smoothing=1.5), "label-smoothing"),
     (dict(epochs=10, warmup_epochs=10), "warmup"),
     (dict(device="cpu", nproc=2, sync_bn=True), "sync-bn"),
@@ -163,27 +176,27 @@ def test_amp_means_bf16_autocast_on_either_device():
 def test_resume_from_a_foreign_config_json_is_one_line(tmp_path, saved, message):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(UserError, match=message) as info:
-        resolve_config({"resume": True, "out": str(tmp_path)}, cuda_device_count=0,
+        resolve_config({"resume": True, "out": str(tmp_path)}, cuda_devices=0,
                        known_models=MODELS)
     assert "\n" not in str(info.value)
 
 
 def test_required_model_and_dataset():
     with pytest.raises(UserError, match="--model is required"):
-        resolve_config({"dataset": "cifar10"}, cuda_device_count=0, known_models=MODELS)
+        resolve_config({"dataset": "cifar10"}, cuda_devices=0, known_models=MODELS)
 
 
 def test_resume_takes_the_saved_config_and_refuses_changes(tmp_path):
     original = resolve(recipe="paper", epochs=12, batch_size=64, out=str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps(original.to_json()))
     resumed = resolve_config({"resume": True, "out": str(tmp_path), "progress": False},
-                             cuda_device_count=0, known_models=MODELS)
+                             cuda_devices=0, known_models=MODELS)
     assert resumed.identity() == original.identity()
     assert resumed.resume and not resumed.progress
     assert TrainConfig.from_json(original.to_json()) == original
     with pytest.raises(UserError, match="epochs"):
         resolve_config({"resume": True, "out": str(tmp_path), "epochs": 20},
-                       cuda_device_count=0, known_models=MODELS)
+                       cuda_devices=0, known_models=MODELS)
     with pytest.raises(UserError, match="holds no run"):
         resolve_config({"resume": True, "out": str(tmp_path / "missing")},
-                       cuda_device_count=0, known_models=MODELS)
+                       cuda_devices=0, known_models=MODELS)

@@ -98,18 +98,19 @@ def test_lr_written_between_replays_changes_the_update():
 
 def test_cuda_training_run_with_graph(tmp_path):
     from fastcifar.engine import loop
-    from fastcifar.engine.config import resolve_config
-    from tests.test_engine_train import prepare_dataset
+    from fastcifar.engine.resolve import resolve_config
+    from tests.helpers import prepare_dataset
 
     data_dir = prepare_dataset(tmp_path, 1000, 250, seed=3)
     config = resolve_config(dict(model="resnet20", dataset="cifar10", data_dir=data_dir,
-                                 out=str(tmp_path / "run"), epochs=4, batch_size=32, lr=0.1,
+                                 out=str(tmp_path / "run"), epochs=4, batch_size=32, base_lr=0.1,
                                  schedule="linear", warmup_epochs=0.3, nesterov=True,
                                  ema=True, ema_decay=0.9, tta=True, progress=False))
     assert config.device == "cuda" and config.graph and config.dtype == "bf16"
     summary = loop.train(config)
     assert summary["test_acc"] >= 0.9
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
     assert all(r["images_per_sec"] > 0 for r in records)
 
 

@@ -11,9 +11,11 @@ import torch.distributed as dist
 
 from fastcifar.engine import loop
 from fastcifar.engine.dist import WorkerFailed, _free_port, launch_local
-from fastcifar.engine.config import resolve_config
+from fastcifar.engine.resolve import resolve_config
 from fastcifar.errors import UserError
-from tests.test_engine_train import prepare_dataset
+from tests.helpers import prepare_dataset
+
+pytestmark = pytest.mark.slow  # processes that start torch: seconds each
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def test_two_gloo_processes_train_and_stay_in_sync(dist_data, tmp_path):
     out = tmp_path / "ddp"
     config = resolve_config(dict(
         model="resnet20", dataset="cifar10", data_dir=dist_data, out=str(out), device="cpu",
-        nproc=2, epochs=2, batch_size=40, lr=0.1, schedule="linear", warmup_epochs=0.3,
+        nproc=2, epochs=2, batch_size=40, base_lr=0.1, schedule="linear", warmup_epochs=0.3,
         nesterov=True, progress=False,
     ))
     assert config.world_size == 2 and config.per_rank_batch_size == 20

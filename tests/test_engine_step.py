@@ -16,7 +16,14 @@ from fastcifar.engine.ema import EMA
 from fastcifar.engine.evaluate import evaluate, predict
 from fastcifar.engine.optim import SGD
 from fastcifar.engine.step import (
-    CORRECT, LOSS_SUM, SEEN, EagerRunner, StepBuffers, TrainStep, count_correct, cross_entropy,
+    CORRECT,
+    LOSS_SUM,
+    SEEN,
+    EagerRunner,
+    StepBuffers,
+    TrainStep,
+    count_correct,
+    cross_entropy,
 )
 
 
@@ -121,7 +128,8 @@ def test_soft_target_loss_is_the_hand_computed_cross_entropy():
         expected += -sum(ti * (zi - log_norm) for zi, ti in zip(z, t))
     expected /= 2
     # label_smoothing is ignored for soft targets: the loader already smoothed them
-    assert cross_entropy(logits, targets, label_smoothing=0.3).item() == pytest.approx(expected, rel=1e-6)
+    smoothed = cross_entropy(logits, targets, label_smoothing=0.3).item()
+    assert smoothed == pytest.approx(expected, rel=1e-6)
 
 
 def test_label_smoothing_applies_to_class_indices():
@@ -274,5 +282,6 @@ def test_evaluate_counts_a_partial_batch_and_tta_averages_logits():
         flipped = predict(net, data[0][0], tta=True)
         torch.testing.assert_close(flipped, 0.5 * (net(data[0][0]) + net(data[0][0].flip(3))))
     assert metrics[CORRECT] == (logits.argmax(1) == labels).sum().item()
-    assert metrics[LOSS_SUM] == pytest.approx(F.cross_entropy(logits, labels, reduction="sum").item(), rel=1e-5)
+    loss_sum = F.cross_entropy(logits, labels, reduction="sum").item()
+    assert metrics[LOSS_SUM] == pytest.approx(loss_sum, rel=1e-5)
     assert not net.training

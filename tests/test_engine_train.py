@@ -7,12 +7,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from fastcifar.cli import main
 from fastcifar.engine import loop
 from fastcifar.engine.checkpoint import load_checkpoint
-from fastcifar.engine.config import resolve_config
+from fastcifar.engine.migrate import CONFIG_SCHEMA_VERSION
+from fastcifar.engine.resolve import resolve_config
 from fastcifar.engine.run_dir import prepare_run_dir
 from fastcifar.errors import UserError
-from tests.cifar_fixtures import make_cifar_archive
+from tests.helpers import prepare_dataset
 
 TIMING_KEYS = {"images_per_sec", "epoch_seconds", "eval_seconds"}
 
@@ -26,17 +28,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def prepare_dataset(root, train_size, test_size, seed):
-    from fastcifar.prepare import PrepareConfig, prepare
-
-    archive, _ = make_cifar_archive(root / "c10.tar.gz", train_size=train_size,
-                                    test_size=test_size, seed=seed, learnable=True)
-    data_dir = root / "data"
-    prepare(PrepareConfig(dataset="cifar10", source=str(archive), data_dir=str(data_dir),
-                          formats=("native",), checksum=False), log=lambda *_: None)
-    return str(data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +59,13 @@ def read_metrics(run_dir):
 @pytest.fixture(scope="module")
 def finished_run(learn_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "resnet20"
-    config = config_for(learn_data, out, epochs=2, batch_size=32, lr=0.1, schedule="linear",
+    config = config_for(learn_data, out, epochs=2, batch_size=32, base_lr=0.1, schedule="linear",
                         warmup_epochs=0.3, nesterov=True)
     summary = loop.train(config)
     return config, out, summary
 
 
+@pytest.mark.slow
 def test_resnet20_learns_the_generated_task(finished_run):
     config, out, summary = finished_run
     records = read_metrics(out)
@@ -83,11 +75,13 @@ def test_resnet20_learns_the_generated_task(finished_run):
     assert records[-1]["train_loss"] < records[0]["train_loss"]
 
 
+@pytest.mark.slow
 def test_run_files(finished_run):
     config, out, summary = finished_run
     written = json.loads((out / "config.json").read_text())
     assert written["batch_size"] == 32 and written["per_rank_batch_size"] == 32
-    assert written["lr"] == pytest.approx(0.1 * 32 / 128)
+    assert written["peak_lr"] == pytest.approx(0.1 * 32 / 128)
+    assert written["schema_version"] == CONFIG_SCHEMA_VERSION
     assert "global_batch" in written["lr_rule"]
     for r in read_metrics(out):
         assert {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
@@ -103,6 +97,7 @@ def test_run_files(finished_run):
     assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_overwritten_without_force(finished_run):
     config, out, _ = finished_run
     with pytest.raises(UserError, match="finished run.*--force"):
@@ -116,10 +111,13 @@ def test_finished_run_is_not_overwritten_without_force(finished_run):
     assert not (out.parent / "copy" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
     """Strong recipe pieces (warmup + cosine, mixup/cutmix soft targets, label smoothing,
-    Nesterov, no decay on BN) plus EMA and TTA: every piece of state must come back."""
-    options = dict(recipe="strong", epochs=3, batch_size=50, ema=True, ema_decay=0.9, tta=True)
+    Nesterov, no decay on BN) plus EMA, TTA and drop-path (which draws from the global
+    RNG, so the checkpoint's RNG state must come back too): every piece of state."""
+    options = dict(recipe="strong", epochs=3, batch_size=50, ema=True, ema_decay=0.9, tta=True,
+                   drop_path=0.2)
     whole = loop.train(config_for(tiny_data, tmp_path / "whole", **options))
 
     class Crash(Exception):
@@ -176,7 +174,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp
     steps_per_epoch = 200 // 50
     monkeypatch.setattr(
         loop, "lr_at",
-        lambda schedule, step: lr_at(schedule, step) if step < steps_per_epoch + 1 else float("nan"),
+        lambda schedule, step: (lr_at(schedule, step) if step < steps_per_epoch + 1
+                                else float("nan")),
     )
     with pytest.raises(loop.TrainingDiverged) as info:
         loop.train(config)
@@ -191,8 +190,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp
 
 
 def run_cli(*args):
-    from fastcifar.cli import main
-
     return CliRunner().invoke(main, ["train", *args])
 
 

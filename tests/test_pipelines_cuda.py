@@ -5,11 +5,17 @@ import pytest
 import torch
 
 from fastcifar.augment import AugmentConfig, augment_reference
-from fastcifar.pipelines import BACKENDS, create_loader, measure_loader
+from fastcifar.backends import BACKEND_NAMES as BACKENDS
+from fastcifar.bench.loader import measure_loader
+from fastcifar.pipelines import create_loader
 from fastcifar.pipelines.base import (
-    AUGMENT_STREAM, batch_sizes, derive_seed, iter_batch_params, make_generator,
+    AUGMENT_STREAM,
+    batch_sizes,
+    derive_seed,
+    iter_batch_params,
+    make_generator,
 )
-from tests.test_pipelines_backends import identify, normalised, tolerance
+from tests.helpers import identify, normalised, tolerance
 
 pytestmark = pytest.mark.cuda
 
@@ -72,20 +78,6 @@ def test_native_batches_survive_being_held(prepared_data):
         assert torch.equal(a, b) and torch.equal(ta, tb)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_static_buffers_on_the_gpu(backend, prepared_data):
-    data_dir = prepared_data[0]
-    loader = make(backend, "train", data_dir, batch_size=64, augment=MIXING)
-    expected = gather(loader, 0)
-    images = torch.empty(64, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
-    targets = torch.empty(64, 10, device="cuda")
-    loader.set_output_buffers(images, targets)
-    loader.set_epoch(0)
-    for (x, y), (ex, ey) in zip(loader, expected):
-        assert x.data_ptr() == images.data_ptr() and y.data_ptr() == targets.data_ptr()
-        assert torch.equal(x, ex) and torch.equal(y, ey)
-
-
 @pytest.mark.parametrize("backend", ["native", "ffcv"])
 def test_gpu_batches_are_the_fused_op_over_the_announced_samples(backend, prepared_data):
     data_dir, truth = prepared_data
@@ -110,7 +102,7 @@ def test_dali_gpu_graph_is_the_fused_op_spec(prepared_data):
     dali = make("dali", "train", data_dir, batch_size=64, augment=config, expose_params=True)
     dali.set_epoch(0)
     order = dali.epoch_indices()
-    for k, (out, targets) in enumerate(dali):
+    for k, (out, _targets) in enumerate(dali):
         expected, _ = augment_reference(images, labels, dali.last_params, config,
                                         indices=order[64 * k:64 * (k + 1)])
         torch.testing.assert_close(out.cpu(), expected, rtol=1e-5, atol=1e-6)

@@ -77,9 +77,8 @@ def test_webdataset_shard_holds_exact_records(tmp_path):
 
 
 def test_ffcv_shard_is_written_and_listed(tmp_path):
-    from ffcv.reader import Reader
-
     import torch
+    from ffcv.reader import Reader
 
     archive, truth = make_cifar_archive(tmp_path / "a.tar.gz", train_size=50, test_size=20)
     threads = torch.get_num_threads()

@@ -7,23 +7,28 @@ Gather by `indices`, pad-and-crop translate, horizontal flip, normalise (via a L
 cutout or random erasing, mixup or cutmix and (soft) targets happen in one pass, written
 as NCHW channels_last float32/float16/bfloat16 into `out` when given. Three
 implementations share one signature and one spec (reference.py): "reference" (torch ops),
-"numba" (CPU) and "triton" (GPU; also runs on CPU tensors through Triton's interpreter).
-numba and triton are imported only when used. AutoAugment (config.autoaugment), which
+"numba" (CPU) and "triton" (GPU; also runs on CPU tensors through Triton's interpreter;
+imported on first use). AutoAugment (config.autoaugment), which
 sits between flip and normalisation, runs as a batched pass in front (autoaugment.py).
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
+
 import torch
 
+from fastcifar.augment.autoaugment import autoaugment
 from fastcifar.augment.config import AugmentConfig, make_lut
+from fastcifar.augment.numba_cpu import augment_numba
 from fastcifar.augment.params import AugmentParams, identity_params, sample_params
-from fastcifar.augment.reference import augment_reference
+from fastcifar.augment.reference import augment_reference, crop_flip
 
 IMPLS = ("reference", "numba", "triton", "auto")
 
 __all__ = [
     "AugmentConfig", "AugmentParams", "augment", "augment_numba", "augment_reference",
-    "augment_triton", "identity_params", "make_lut", "sample_params", "IMPLS",
+    "identity_params", "make_lut", "sample_params", "IMPLS",
 ]
 
 
@@ -48,36 +53,23 @@ def augment(images: torch.Tensor, labels: torch.Tensor, params: AugmentParams,
         indices = None
     if impl == "auto":
         impl = "triton" if images.is_cuda else "numba"
-    implementations = {"reference": augment_reference, "numba": augment_numba,
-                       "triton": augment_triton}
-    if impl not in implementations:
+    if impl == "reference":
+        run = augment_reference
+    elif impl == "numba":
+        run = augment_numba
+    elif impl == "triton":
+        # Imported on first use: importing triton fixes its interpreter mode
+        # (TRITON_INTERPRET, see triton_gpu.py) and costs a second a CPU run does not need.
+        run = importlib.import_module("fastcifar.augment.triton_gpu").augment_triton
+    else:
         raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
-    return implementations[impl](images, labels, params, config, indices=indices, out=out,
-                                 out_targets=out_targets, dtype=dtype)
-
-
-def augment_numba(*args, **kwargs):
-    """numba CPU kernel; see fastcifar.augment.numba_cpu (imported on first use)."""
-    from fastcifar.augment.numba_cpu import augment_numba as run
-
-    return run(*args, **kwargs)
-
-
-def augment_triton(*args, **kwargs):
-    """Triton kernel; see fastcifar.augment.triton_gpu (imported on first use)."""
-    from fastcifar.augment.triton_gpu import augment_triton as run
-
-    return run(*args, **kwargs)
+    return run(images, labels, params, config, indices=indices, out=out,
+               out_targets=out_targets, dtype=dtype)
 
 
 def _autoaugmented(images, labels, params, config, indices, autoaugment_params):
     """(crop/flip + AutoAugment of the batch as uint8, its labels, params without the
     crop/flip already applied)."""
-    import dataclasses
-
-    from fastcifar.augment.autoaugment import autoaugment
-    from fastcifar.augment.reference import crop_flip
-
     if autoaugment_params is None:
         raise ValueError("config.autoaugment needs autoaugment_params (sample_autoaugment)")
     batch = images if indices is None else images[indices]

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from fastcifar.augment.config import IMAGE_SIZE
 
@@ -179,7 +180,6 @@ def _autocontrast(x, _op, _value):
 
 def _equalize(x, _op, _value):
     """Histogram equalisation per image and channel: torchvision's batched kernel."""
-    from torchvision.transforms.v2 import functional as TF
 
     return TF.equalize(x)
 

@@ -54,16 +54,14 @@ def prepare_call(images: torch.Tensor, labels: torch.Tensor, params: AugmentPara
 
 
 def check_outputs(out: torch.Tensor | None, out_targets: torch.Tensor | None, batch_size: int,
-                  config: AugmentConfig, dtype: torch.dtype, device: torch.device,
-                  names: tuple[str, str] = ("out", "out_targets")) -> None:
+                  config: AugmentConfig, dtype: torch.dtype, device: torch.device) -> None:
     """Raise ValueError unless each buffer given (None is skipped) is exactly what a call
-    writes: images [B,3,32,32] channels_last in `dtype`, targets as target_layout says;
-    `names` are the buffers' names in the message."""
+    writes: images [B,3,32,32] channels_last in `dtype`, targets as target_layout says."""
     image_shape = (batch_size, 3, IMAGE_SIZE, IMAGE_SIZE)
     if out is not None and (tuple(out.shape) != image_shape or out.dtype != dtype
                             or out.device != device
                             or not out.permute(0, 2, 3, 1).is_contiguous()):
-        raise ValueError(f"{names[0]} must be {dtype} {list(image_shape)} channels_last on "
+        raise ValueError(f"out must be {dtype} {list(image_shape)} channels_last on "
                          f"{device}, got {out.dtype} {list(out.shape)} strides {out.stride()} "
                          f"on {out.device}")
     target_shape, target_dtype = target_layout(batch_size, config)
@@ -71,7 +69,7 @@ def check_outputs(out: torch.Tensor | None, out_targets: torch.Tensor | None, ba
                                     or out_targets.dtype != target_dtype
                                     or out_targets.device != device
                                     or not out_targets.is_contiguous()):
-        raise ValueError(f"{names[1]} must be contiguous {target_dtype} {list(target_shape)} "
+        raise ValueError(f"out_targets must be contiguous {target_dtype} {list(target_shape)} "
                          f"on {device}, got {out_targets.dtype} {list(out_targets.shape)} "
                          f"on {out_targets.device}")
 

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import torch
 
+from fastcifar.datasets import get_dataset
 from fastcifar.errors import UserError
 
 PAD_MODES = ("zero", "reflect")
@@ -40,8 +41,6 @@ class AugmentConfig:
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides) -> "AugmentConfig":
-        from fastcifar.datasets import get_dataset
-
         spec = get_dataset(dataset)
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:

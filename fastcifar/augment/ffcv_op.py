@@ -18,6 +18,7 @@ every epoch its own draws; a fixed order repeats them each epoch.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 from numba import njit
@@ -25,7 +26,8 @@ from numba import njit
 from fastcifar.augment.config import IMAGE_SIZE, AugmentConfig, make_lut
 from fastcifar.augment.numba_cpu import render_image
 from fastcifar.augment.params import ERASE_ATTEMPTS
-from fastcifar.errors import MissingExtraError, UserError
+from fastcifar.backends import require_extra
+from fastcifar.errors import UserError
 
 _FNV_PRIME = np.uint64(1099511628211)
 
@@ -104,13 +106,10 @@ def make_batch_function(config: AugmentConfig, seed: int, parallel_range=range):
 
 def make_ffcv_augment_op(config: AugmentConfig, seed: int):
     """An FFCV Operation running crop/flip/normalise/erase on uint8 HWC image batches."""
-    try:
-        from ffcv.pipeline.allocation_query import AllocationQuery
-        from ffcv.pipeline.compiler import Compiler
-        from ffcv.pipeline.operation import Operation
-    except ImportError:
-        raise MissingExtraError("ffcv", "ffcv") from None
-    from dataclasses import replace
+    require_extra("ffcv")
+    from ffcv.pipeline.allocation_query import AllocationQuery
+    from ffcv.pipeline.compiler import Compiler
+    from ffcv.pipeline.operation import Operation
 
     make_batch_function(config, seed)  # refuse unsupported configs now, not in the loader
 

@@ -1,6 +1,7 @@
 """`fastcifar bench`: images/s of the data pipelines, the training step and both together.
 
-    from fastcifar.bench import resolve_bench_config, run_bench
+    from fastcifar.bench.config import resolve_bench_config
+    from fastcifar.bench.run import run_bench
     report = run_bench(resolve_bench_config(suite="step", quick=True))
 
 Method (what makes the figures comparable): warm-up excluded; medians of several timed
@@ -11,18 +12,7 @@ step alone for e2e); device ceilings (matmul TFLOP/s, copy bandwidth) measured i
 same run too.
 
 Modules: config (BenchConfig, step configurations, budgets), timing, env, probes, data
-(prepared or generated data), training (the engine's pieces), pipeline/step/e2e (the
-suites), run (run_bench), report (table, JSON, history), plot. Importing this package
-imports neither torch nor matplotlib.
+(prepared or generated data), training (the engine's pieces), loader and augment_op (the
+micro-benchmarks of a loader and of the fused op), pipeline/step/e2e (the suites), run
+(run_bench), report (table, JSON, history), plot, merge.
 """
-from fastcifar.bench.config import SUITES, BenchConfig, resolve_bench_config
-
-
-def run_bench(config: BenchConfig, **kwargs) -> dict:
-    """See fastcifar.bench.run.run_bench."""
-    from fastcifar.bench.run import run_bench as run
-
-    return run(config, **kwargs)
-
-
-__all__ = ["SUITES", "BenchConfig", "resolve_bench_config", "run_bench"]

@@ -1,19 +1,20 @@
 """What `fastcifar bench` measures: a frozen BenchConfig, resolved and checked once.
 
-Nothing here imports torch at module level, so the CLI can import it cheaply; device and
-model checks import what they need when resolve_bench_config runs.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 
-from fastcifar.engine.config import BACKENDS
+import torch
+
+from fastcifar.backends import BACKEND_NAMES, BASELINE_BACKEND, DEFAULT_BACKEND
+from fastcifar.datasets import get_dataset
 from fastcifar.errors import UserError
+from fastcifar.models import get_builder
 
 SUITES = ("pipeline", "step", "e2e")
-BASELINE_BACKEND = "torchvision"
-BACKEND_FORMATS = {"native": "native", "torchvision": "native", "ffcv": "ffcv", "dali": "dali"}
 HISTORY_ENV = "FASTCIFAR_BENCH_HISTORY"
 
 
@@ -70,7 +71,7 @@ DEFAULT_E2E_MODELS = {
     ("cpu", False): ("resnet20",),
     ("cpu", True): ("resnet20",),
 }
-DEFAULT_E2E_BACKENDS = ("native", "torchvision")
+DEFAULT_E2E_BACKENDS = (DEFAULT_BACKEND, BASELINE_BACKEND)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ class Budget:
     synthetic_test_size: int
     loader_batch_size: int  # pipeline suite
     step_batch_size: int | None  # None: the model's recipe batch (as `fastcifar train`)
+    # The op's bandwidth row: a batch large enough to hide the launch cost, gathered from
+    # a random uint8 set of CIFAR-10's size.
+    augment_large_batch: int = 32768
+    augment_dataset_size: int = 50_000
 
 
 def make_budget(device_type: str, quick: bool) -> Budget:
@@ -149,7 +154,7 @@ class BenchConfig:
 
     def pipeline_backends(self) -> tuple[str, ...]:
         """Asked-for backends with the baseline first (every ratio needs it measured)."""
-        chosen = self.backends or BACKENDS
+        chosen = self.backends or BACKEND_NAMES
         return (BASELINE_BACKEND,) + tuple(b for b in chosen if b != BASELINE_BACKEND)
 
     def variants(self) -> tuple[StepVariant, ...]:
@@ -163,8 +168,6 @@ class BenchConfig:
 
 def default_history_path() -> str:
     """benchmarks/history.jsonl of the source checkout (editable install), else ./benchmarks."""
-    from pathlib import Path
-
     checkout = Path(__file__).resolve().parents[2] / "benchmarks"
     folder = checkout if checkout.is_dir() else Path.cwd() / "benchmarks"
     return str(folder / "history.jsonl")
@@ -185,11 +188,9 @@ def resolve_bench_config(*, suite: str = "all", backends=(), models=(), step_var
     if suite != "all" and suite not in SUITES:
         raise UserError(f"unknown suite {suite!r}; choose from: {', '.join(SUITES)}, all")
     suites = SUITES if suite == "all" else (suite,)
-    backends = _choices("backend", backends, BACKENDS)
+    backends = _choices("backend", backends, BACKEND_NAMES)
     variants = _choices("step configuration", step_variants, tuple(STEP_VARIANTS))
     if cuda_available is None:
-        import torch
-
         cuda_available = torch.cuda.is_available()
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"unknown device {device!r}; choose from: auto, cpu, cuda")
@@ -205,13 +206,9 @@ def resolve_bench_config(*, suite: str = "all", backends=(), models=(), step_var
             raise UserError(f"step configuration {name!r} is the CPU one; on CUDA use "
                             "bf16-cl-compile")
     if models:
-        from fastcifar.models import get_builder
-
         models = tuple(dict.fromkeys(models))
         for name in models:
             get_builder(name)  # a UserError naming close matches
-    from fastcifar.datasets import get_dataset
-
     get_dataset(options.get("dataset", "cifar10"))
     batch_size = options.get("batch_size")
     if batch_size is not None and batch_size < 1:

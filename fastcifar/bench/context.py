@@ -9,6 +9,7 @@ import torch
 
 from fastcifar.bench.config import BenchConfig
 from fastcifar.bench.data import DataProvider
+from fastcifar.bench.probes import copy_bandwidth, matmul_tflops
 from fastcifar.bench.timing import Timing
 from fastcifar.engine.step import TORCH_DTYPES
 
@@ -52,8 +53,6 @@ class SuiteContext:
     def bandwidth_gbs(self) -> float:
         """Measured device-to-device copy bandwidth (measured once, kept in env)."""
         if "bandwidth" not in self._probes:
-            from fastcifar.bench.probes import copy_bandwidth
-
             probe = copy_bandwidth(self.device)
             self._probes["bandwidth"] = probe
             self.env["measured_bandwidth_gbs"] = round(probe["bandwidth_gbs"], 2)
@@ -67,8 +66,6 @@ class SuiteContext:
         dtype = "bf16" if self.device.type == "cuda" else dtype
         key = f"matmul_{dtype}"
         if key not in self._probes:
-            from fastcifar.bench.probes import matmul_tflops
-
             probe = matmul_tflops(self.device, TORCH_DTYPES[dtype])
             self._probes[key] = probe
             self.env.setdefault("measured_matmul_tflops", {})[dtype] = round(

@@ -7,16 +7,15 @@ so. Speed does not depend on what the pixels show, only on there being as many o
 """
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastcifar.bench.config import BACKEND_FORMATS
-
-_BACKEND_MODULES = {"ffcv": ("ffcv",), "dali": ("nvidia.dali",)}
-_INSTALL_HINTS = {"ffcv": "pip install 'fastcifar[ffcv]'", "dali": "pip install 'fastcifar[dali]'"}
+from fastcifar.backends import SHARD_FORMATS, get_backend
+from fastcifar.storage import dataset_dir, read_manifest
+from fastcifar.synthetic import prepare_synthetic
 
 
 @dataclass(frozen=True)
@@ -26,21 +25,10 @@ class BenchData:
     description: str
 
 
-def missing_backend(backend: str) -> str | None:
-    """Why `backend` cannot run here (its package is not installed), or None."""
-    for module in _BACKEND_MODULES.get(backend, ()):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:  # the parent package (nvidia) is missing
-            found = False
-        if not found:
-            return f"{backend} is not installed ({_INSTALL_HINTS[backend]})"
-    return None
-
-
 def formats_for(backends) -> tuple[str, ...]:
-    formats = {"native"} | {BACKEND_FORMATS[b] for b in backends}
-    return tuple(f for f in ("native", "ffcv", "dali") if f in formats)
+    """The shard formats the backends read (native always: prepare writes it first)."""
+    formats = {"native"} | {get_backend(b).shard_format for b in backends}
+    return tuple(f for f in SHARD_FORMATS if f in formats)
 
 
 class DataProvider:
@@ -64,8 +52,6 @@ class DataProvider:
         return self._data
 
     def _find(self) -> BenchData | None:
-        from fastcifar.storage import dataset_dir, read_manifest
-
         manifest = read_manifest(self.dataset, self.data_dir)
         if manifest is None or not set(self.formats) <= set(manifest.get("formats", ())):
             return None
@@ -76,11 +62,6 @@ class DataProvider:
                                      f"({counts.get('train', '?')} train images)")
 
     def _generate(self) -> BenchData:
-        import time
-
-        from fastcifar.storage import dataset_dir
-        from fastcifar.synthetic import prepare_synthetic
-
         where = dataset_dir(self.dataset, self.data_dir)
         self._tmp = Path(tempfile.mkdtemp(prefix="fastcifar-bench-"))
         self.log(f"no {self.dataset} prepared in {'/'.join(self.formats)} at {where}: "

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastcifar.bench.config import BASELINE_BACKEND
+from fastcifar.backends import BASELINE_BACKEND, missing_extra
 from fastcifar.bench.context import Skip, SuiteContext, Task, make_result, set_ratio
-from fastcifar.bench.data import missing_backend
 from fastcifar.bench.timing import time_repeats
 from fastcifar.bench.training import kernel_settings_restored, train_config, variant_name
+from fastcifar.engine.dist import DistContext
+from fastcifar.engine.loop import Trainer
 from fastcifar.errors import UserError
 
 STEP_ALONE = "step alone"
@@ -50,12 +51,9 @@ def batch_stream(loader):
 
 
 def measure_e2e(ctx: SuiteContext, baselines: dict, task: Task) -> dict:
-    reason = missing_backend(task.backend)
+    reason = missing_extra(task.backend)
     if reason:
         raise Skip(reason)
-    from fastcifar.engine.dist import DistContext
-    from fastcifar.engine.loop import Trainer
-
     config, budget = ctx.config, ctx.config.budget
     data = ctx.data.get()
     train = train_config(task.model, config.dataset, ctx.device.type, backend=task.backend,
@@ -88,7 +86,8 @@ def measure_e2e(ctx: SuiteContext, baselines: dict, task: Task) -> dict:
                                  **common)
         finally:
             stream.close()  # idempotent: ends the loader's iterator if timing failed
-            del trainer, stream, loader_and_step, step_alone
+            # Drop the references (closures included) so the next measurement starts clean.
+            trainer = stream = loader_and_step = step_alone = None
     row = make_result(task, device=ctx.device, dtype=train.dtype,
                       batch_size=train.per_rank_batch_size,
                       images_per_sec=timing.items_per_sec, timing=timing,

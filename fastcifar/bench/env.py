@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import time
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -61,8 +62,6 @@ def load_average() -> list[float] | None:
 
 
 def _package_versions() -> dict:
-    from importlib import metadata
-
     versions = {}
     for package in ("numpy", "numba", "triton", "torchvision", "ffcv", "nvidia-dali-cuda130"):
         try:

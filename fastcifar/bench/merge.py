@@ -12,8 +12,14 @@ import argparse
 import json
 import sys
 
+from fastcifar.bench.plot import MissingPlotLibrary, draw
 from fastcifar.bench.report import (
-    append_history, format_env, format_table, merge_reports, read_history, write_json,
+    append_history,
+    format_env,
+    format_table,
+    merge_reports,
+    read_history,
+    write_json,
 )
 
 
@@ -48,8 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.history:
         append_history(args.history, merged)
     if args.plot:
-        from fastcifar.bench.plot import MissingPlotLibrary, draw
-
         try:
             draw(args.plot, merged, read_history(args.history) if args.history else [])
         except MissingPlotLibrary as exc:

@@ -19,15 +19,23 @@ from functools import partial
 
 import torch
 
-from fastcifar.bench.config import BASELINE_BACKEND
+from fastcifar.augment import AugmentConfig
+from fastcifar.backends import BASELINE_BACKEND, missing_extra
+from fastcifar.bench.augment_op import measure_augment
 from fastcifar.bench.context import (
-    TORCH_DTYPES, Skip, SuiteContext, Task, make_result, set_ratio,
+    TORCH_DTYPES,
+    Skip,
+    SuiteContext,
+    Task,
+    make_result,
+    set_ratio,
 )
-from fastcifar.bench.data import missing_backend
+from fastcifar.bench.loader import measure_loader
 from fastcifar.bench.timing import Timing
+from fastcifar.datasets import get_dataset
+from fastcifar.pipelines import create_loader
 
 BASELINE_IMPL = "reference"
-LARGE_BATCH = 32768  # images per augment call for the bandwidth row
 
 
 def pipeline_tasks(ctx: SuiteContext) -> list[Task]:
@@ -42,9 +50,9 @@ def pipeline_tasks(ctx: SuiteContext) -> list[Task]:
     # The kernel itself, past the launch cost: at the loader's batch (512) a CUDA launch
     # moves ~5 MB, about 1 us of memory traffic against ~50 us of host-side launch
     # (measured on an H200, 2026-11-29), so only a large batch shows the bandwidth.
-    tasks.append(Task("pipeline", f"augment-op:{fast}@{LARGE_BATCH}",
-                      partial(measure_augment_op, ctx, baselines, fast,
-                              batch_size=LARGE_BATCH)))
+    large = ctx.config.budget.augment_large_batch
+    tasks.append(Task("pipeline", f"augment-op:{fast}@{large}",
+                      partial(measure_augment_op, ctx, baselines, fast, batch_size=large)))
     # The strong recipe's extra pass: AutoAugment in front of the fastest implementation.
     tasks.append(Task("pipeline", f"augment-op:{fast}+autoaugment",
                       partial(measure_augment_op, ctx, baselines, fast, autoaugment=True)))
@@ -53,18 +61,13 @@ def pipeline_tasks(ctx: SuiteContext) -> list[Task]:
 
 def bench_augment_config(dataset: str):
     """crop + flip + cutout (the dataset's default size) + normalise: every backend's job."""
-    from fastcifar.augment import AugmentConfig
-    from fastcifar.datasets import get_dataset
-
     return AugmentConfig.for_dataset(dataset, cutout=get_dataset(dataset).default_cutout)
 
 
 def measure_one_loader(ctx: SuiteContext, baselines: dict, task: Task) -> dict:
-    reason = missing_backend(task.backend)
+    reason = missing_extra(task.backend)
     if reason:
         raise Skip(reason)
-    from fastcifar.pipelines import create_loader, measure_loader
-
     config, budget = ctx.config, ctx.config.budget
     batch_size = config.batch_size or budget.loader_batch_size
     dtype = ctx.compute_dtype
@@ -99,15 +102,14 @@ def measure_one_loader(ctx: SuiteContext, baselines: dict, task: Task) -> dict:
 
 def measure_augment_op(ctx: SuiteContext, baselines: dict, impl: str, task: Task, *,
                        autoaugment: bool = False, batch_size: int | None = None) -> dict:
-    from fastcifar.augment.bench import measure_augment
-
     config, budget = ctx.config, ctx.config.budget
     batch_size = batch_size or config.batch_size or budget.loader_batch_size
     dtype = ctx.compute_dtype
     augment_config = dataclasses.replace(bench_augment_config(config.dataset),
                                          autoaugment=autoaugment)
     measured = measure_augment(impl, batch_size, ctx.device, TORCH_DTYPES[dtype],
-                               seconds=budget.augment_seconds, config=augment_config)
+                               seconds=budget.augment_seconds, config=augment_config,
+                               dataset_size=budget.augment_dataset_size)
     if ctx.device.type == "cuda":
         torch.cuda.empty_cache()
     bandwidth = ctx.bandwidth_gbs() * 1e9

@@ -12,28 +12,33 @@ import sys
 import time
 import traceback
 
+import torch
+
+from fastcifar.backends import missing_extra
 from fastcifar.bench.config import BenchConfig
 from fastcifar.bench.context import Skip, SuiteContext, Task
-from fastcifar.bench.data import DataProvider, formats_for, missing_backend
+from fastcifar.bench.data import DataProvider, formats_for
+from fastcifar.bench.e2e import e2e_tasks
+from fastcifar.bench.env import capture_env, load_average
+from fastcifar.bench.pipeline import pipeline_tasks
+from fastcifar.bench.plot import MissingPlotLibrary, draw
+from fastcifar.bench.probes import datasheet_peaks
 from fastcifar.bench.report import (
-    append_history, describe, format_env, format_rate, format_table, history_lines, notes,
-    read_history, write_json,
+    append_history,
+    describe,
+    format_env,
+    format_rate,
+    format_table,
+    history_lines,
+    notes,
+    read_history,
+    write_json,
 )
+from fastcifar.bench.step import step_tasks
+from fastcifar.bench.training import release_memory
 from fastcifar.errors import UserError
 
-
-def _suite_tasks(suite: str, ctx: SuiteContext) -> list[Task]:
-    if suite == "pipeline":
-        from fastcifar.bench.pipeline import pipeline_tasks
-
-        return pipeline_tasks(ctx)
-    if suite == "step":
-        from fastcifar.bench.step import step_tasks
-
-        return step_tasks(ctx)
-    from fastcifar.bench.e2e import e2e_tasks
-
-    return e2e_tasks(ctx)
+SUITE_TASKS = {"pipeline": pipeline_tasks, "step": step_tasks, "e2e": e2e_tasks}
 
 
 def _data_backends(config: BenchConfig) -> list[str]:
@@ -42,7 +47,7 @@ def _data_backends(config: BenchConfig) -> list[str]:
         backends += config.pipeline_backends()
     if "e2e" in config.suites:
         backends += config.e2e_backends()
-    return [b for b in dict.fromkeys(backends) if missing_backend(b) is None]
+    return [b for b in dict.fromkeys(backends) if missing_extra(b) is None]
 
 
 def run_bench(config: BenchConfig, *, log=print, command: str | None = None,
@@ -52,16 +57,10 @@ def run_bench(config: BenchConfig, *, log=print, command: str | None = None,
 
     `stop` (a threading.Event, optional): once set, no further measurement starts.
     """
-    import torch
-
-    from fastcifar.bench.env import capture_env, load_average
-
     device = torch.device(config.device)
     env = capture_env(device)
     env.update(quick=config.quick, command=command)
     if device.type == "cuda":
-        from fastcifar.bench.probes import datasheet_peaks
-
         env.update(datasheet_peaks(env["device_name"]))
     report = {"env": env, "config": dataclasses.asdict(config), "results": [], "skipped": [],
               "failed": []}
@@ -77,7 +76,7 @@ def run_bench(config: BenchConfig, *, log=print, command: str | None = None,
     try:
         for suite in config.suites:
             log(f"== {suite} suite ==")
-            for task in _suite_tasks(suite, ctx):
+            for task in SUITE_TASKS[suite](ctx):
                 _execute(task, report, env, log)
                 if data.description:
                     env["data"] = data.description
@@ -109,8 +108,6 @@ def _execute(task: Task, report: dict, env: dict, log) -> None:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         report["failed"].append({**task.label(), "reason": reason})
         log(f"  FAILED {label} {task.config}: {reason}")
-        from fastcifar.bench.training import release_memory
-
         release_memory()
         return
     row["device_name"] = env.get("device_name")
@@ -130,8 +127,6 @@ def _write_outputs(config: BenchConfig, report: dict, log) -> None:
         count = append_history(history_path, report)
         log(f"recorded {count} results in {history_path}")
     if config.plot_path:
-        from fastcifar.bench.plot import MissingPlotLibrary, draw
-
         history = read_history(history_path)
         if not config.record:
             history += history_lines(report)  # this run, even when it is not recorded

@@ -17,8 +17,13 @@ from fastcifar.bench.config import BASELINE_STEP, StepVariant
 from fastcifar.bench.context import Skip, SuiteContext, Task, make_result, set_ratio
 from fastcifar.bench.timing import time_repeats
 from fastcifar.bench.training import (
-    build_step, kernel_settings_restored, reset_compiled, train_config,
+    build_step,
+    kernel_settings_restored,
+    reset_compiled,
+    train_config,
 )
+from fastcifar.datasets import get_dataset
+from fastcifar.models import model_info
 
 BACKWARD_FACTOR = 3  # forward + backward (about 2 x forward) FLOPs per trained image
 
@@ -38,9 +43,6 @@ def step_tasks(ctx: SuiteContext) -> list[Task]:
 
 
 def model_gflops(model: str, dataset: str) -> float:
-    from fastcifar.datasets import get_dataset
-    from fastcifar.models import model_info
-
     return model_info(model, num_classes=get_dataset(dataset).num_classes)["gflops"]
 
 
@@ -66,7 +68,7 @@ def measure_step(ctx: SuiteContext, baselines: dict, variant: StepVariant, task:
                                   items_per_call=train.per_rank_batch_size, device=ctx.device)
             finite = bool(torch.isfinite(built.buffers.metrics).all())
         finally:
-            del built, run
+            built = run = None  # release the model and its buffers before the next one
             if variant.compile:
                 reset_compiled()
     ips = timing.items_per_sec

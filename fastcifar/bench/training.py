@@ -14,12 +14,16 @@ import gc
 from dataclasses import dataclass
 
 import torch
+import torch._dynamo
+
+from fastcifar.datasets import get_dataset
+from fastcifar.engine import build
+from fastcifar.engine.dist import DistContext
+from fastcifar.engine.resolve import resolve_config
 
 
 def train_config(model: str, dataset: str, device: str, **options):
     """The TrainConfig `fastcifar train --model M --dataset D --device X ...` would run."""
-    from fastcifar.engine.config import resolve_config
-
     given = {"model": model, "dataset": dataset, "device": device, "out": "(bench: unused)",
              "progress": False, **options}
     return resolve_config({k: v for k, v in given.items() if v is not None})
@@ -33,16 +37,12 @@ class BuiltStep:
 
 def build_step(config, seed: int = 0) -> BuiltStep:
     """Model, static buffers holding a synthetic batch, optimizer and runner for `config`."""
-    from fastcifar.datasets import get_dataset
-    from fastcifar.engine import build
-    from fastcifar.engine.dist import DistContext
-
     ctx = DistContext.single(config.device)
     build.configure_backends(config, ctx.device)
     torch.manual_seed(seed)
     model = build.build_model(config, ctx.device)
     buffers, optimizer, scaler = build.build_step_state(config, model, ctx.device)
-    buffers.lr.fill_(config.lr)
+    buffers.lr.fill_(config.peak_lr)
     fill_synthetic_batch(buffers, get_dataset(config.dataset).num_classes, seed)
     runner = build.build_runner(config, ctx, model, optimizer, buffers, scaler)
     return BuiltStep(runner=runner, buffers=buffers)
@@ -86,8 +86,6 @@ def release_memory() -> None:
 def reset_compiled() -> None:
     """Forget compiled graphs: every model instance would otherwise add recompilations
     to the same code objects until dynamo's cache limit silently falls back to eager."""
-    import torch._dynamo
-
     torch._dynamo.reset()
 
 

@@ -5,13 +5,15 @@ import threading
 
 import click
 
+from fastcifar.backends import BACKEND_NAMES, BASELINE_BACKEND
+
 
 @click.command()
 @click.option("--suite", default="all", show_default=True, metavar="pipeline|step|e2e|all",
               help="What to measure.")
 @click.option("--backend", "backends", multiple=True, metavar="NAME",
-              help="Loader backend (repeatable): native, ffcv, dali, torchvision. "
-                   "Default: every installed one (torchvision, the baseline, always runs).")
+              help=f"Loader backend (repeatable): {', '.join(BACKEND_NAMES)}. Default: every "
+                   f"installed one ({BASELINE_BACKEND}, the baseline, always runs).")
 @click.option("--model", "models", multiple=True, metavar="NAME",
               help="Model for the step and e2e suites (repeatable; see `fastcifar models`).")
 @click.option("--config", "step_variants", multiple=True, metavar="NAME",
@@ -49,8 +51,9 @@ def bench(suite, backends, models, step_variants, device, batch_size, dataset, d
       fastcifar bench --suite step --model resnext29_16x64d --config bf16-cl-graph
       fastcifar bench --record --json out/bench.json --plot out/bench.png
     """
-    from fastcifar.bench import resolve_bench_config, run_bench
-
+    # Imported here, not at the top: they load torch, which `fastcifar --help` does not need.
+    from fastcifar.bench.config import resolve_bench_config
+    from fastcifar.bench.run import run_bench
 
     config = resolve_bench_config(
         suite=suite, backends=backends, models=models, step_variants=step_variants,

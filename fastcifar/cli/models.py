@@ -12,6 +12,7 @@ def models(pattern, num_classes):
       fastcifar models
       fastcifar models 'resnext29*'
     """
+    # Imported here, not at the top: the models load torch, which --help does not need.
     from fastcifar.models.counting import format_model_table
     from fastcifar.models.registry import matching_models
 

@@ -1,6 +1,8 @@
 import click
 
 from fastcifar.datasets import DATASETS
+from fastcifar.prepare import PrepareConfig, parse_formats
+from fastcifar.prepare import prepare as run_prepare
 
 
 @click.command()
@@ -9,12 +11,14 @@ from fastcifar.datasets import DATASETS
               help="Official python or binary archive (.tar.gz), its extracted folder, or a URL. "
                    "Default: the official python archive's URL.")
 @click.option("--data-dir", metavar="DIR",
-              help="Where prepared datasets live. Default: $FASTCIFAR_DATA, else ~/.cache/fastcifar.")
+              help="Where prepared datasets live. "
+                   "Default: $FASTCIFAR_DATA, else ~/.cache/fastcifar.")
 @click.option("--formats", default="native", show_default=True, metavar="LIST",
               help="Comma-separated shard formats: native,ffcv,dali (native is always written).")
 @click.option("--force", is_flag=True,
               help="Rewrite every prepared format even if a valid manifest exists.")
-@click.option("--no-checksum", is_flag=True, help="Accept a source whose md5 is not the official one.")
+@click.option("--no-checksum", is_flag=True,
+              help="Accept a source whose md5 is not the official one.")
 def prepare(dataset, source, data_dir, formats, force, no_checksum):
     """Turn a CIFAR archive into verified binary shards.
 
@@ -28,9 +32,6 @@ def prepare(dataset, source, data_dir, formats, force, no_checksum):
       fastcifar prepare --dataset cifar10 --source ~/Downloads/cifar-10-python.tar.gz
       fastcifar prepare --dataset cifar10 --source ./cifar-10-batches-py --data-dir /data
     """
-    from fastcifar.prepare import PrepareConfig, parse_formats
-    from fastcifar.prepare import prepare as run_prepare
-
     config = PrepareConfig(dataset=dataset, source=source, data_dir=data_dir,
                            formats=parse_formats(formats), force=force, checksum=not no_checksum)
     result = run_prepare(config, log=click.echo)

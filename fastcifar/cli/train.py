@@ -1,8 +1,9 @@
 import click
 
+from fastcifar.backends import BACKEND_NAMES, DEFAULT_BACKEND
 from fastcifar.datasets import DATASETS
-from fastcifar.engine.config import BACKENDS, SCHEDULES
 from fastcifar.engine.recipes import RECIPES
+from fastcifar.engine.schedule import SCHEDULES
 
 
 def _flag(name, help):
@@ -28,8 +29,9 @@ def _parse_epochs(ctx, param, value):
 @click.option("--recipe", type=click.Choice(list(RECIPES)),
               help="Named defaults (see below). Default: fast for resnet9/airbench*, else paper.")
 @click.option("--epochs", type=click.IntRange(min=1))
-@click.option("--batch-size", type=click.IntRange(min=1), help="Global batch, split over processes.")
-@click.option("--lr", type=float,
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Global batch, split over processes.")
+@click.option("--lr", "base_lr", type=float,
               help="Base lr at the recipe's batch; scaled linearly with the global batch.")
 @click.option("--lr-scaling", type=click.Choice(["linear", "none"]))
 @click.option("--schedule", type=click.Choice(list(SCHEDULES)))
@@ -57,7 +59,8 @@ def _parse_epochs(ctx, param, value):
 @click.option("--ema-decay", type=float)
 @_flag("tta", "Test-time augmentation: average with the mirrored image.")
 @click.option("--eval-batch-size", type=click.IntRange(min=1))
-@click.option("--backend", type=click.Choice(list(BACKENDS)), help="Data loader. Default: native.")
+@click.option("--backend", type=click.Choice(BACKEND_NAMES),
+              help=f"Data loader. Default: {DEFAULT_BACKEND}.")
 @click.option("--num-workers", type=click.IntRange(min=0),
               help="Loader worker processes (ffcv/torchvision).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), help="Default: auto.")
@@ -98,9 +101,10 @@ def train(**options):
               erasing 0.25, label smoothing 0.1, Nesterov, no decay on bias/BN, zero-init
       fast    16 epochs, batch 512, linear warmup 3 then linear decay, label smoothing
               0.2, Nesterov, EMA, flip TTA (resnet9 / airbench94)
-    lr = base lr x global batch / recipe batch (stated in RUNDIR/config.json).
+    peak lr = base lr x global batch / recipe batch (stated in RUNDIR/config.json).
     """
-    from fastcifar.engine import resolve_config
-    from fastcifar.engine import train as run
+    # Imported here, not at the top: they load torch, which `fastcifar --help` does not need.
+    from fastcifar.engine.loop import train as run
+    from fastcifar.engine.resolve import resolve_config
 
     run(resolve_config(options))

@@ -1,25 +1,18 @@
 """The training engine behind `fastcifar train`.
 
-    from fastcifar.engine import resolve_config, train
+    from fastcifar.engine.resolve import resolve_config
+    from fastcifar.engine.loop import train
     config = resolve_config({"model": "resnet20", "dataset": "cifar10", "epochs": 30})
     summary = train(config)      # writes RUNDIR/config.json, metrics.jsonl, checkpoint.pt,
                                  # summary.json; returns the summary
 
-Modules: config (TrainConfig, resolve_config), recipes (named defaults), schedule (lr as
-a pure function of the step), optim (SGD with a device-tensor lr), step (the train step
-over static buffers; eager and CUDA-graph runners), evaluate, ema, checkpoint, dist
-(process groups and local launch), build (model/loaders/wrapping), progress, run_dir,
-loop (the epochs). Importing this package does not import torch.
+Modules: config (the TrainConfig schema), migrate (reading older run files), resolve
+(recipe + flags + resume -> TrainConfig), runtime (device, dtype, graph, torchrun env),
+recipes (named defaults), schedule (lr as a pure function of the step), optim (SGD with a
+device-tensor lr), step (the train step over static buffers; eager and CUDA-graph
+runners), evaluate, ema, checkpoint, dist (process groups and local launch), build
+(model/loaders/wrapping), progress, run_dir, loop (the epochs).
+
+This package file imports nothing, so the CLI can read recipes and schedules (plain
+data) without loading torch.
 """
-from fastcifar.engine.config import TrainConfig, resolve_config
-from fastcifar.engine.recipes import RECIPES, Recipe
-
-
-def train(config: TrainConfig) -> dict:
-    """Run training as `config` says; see fastcifar.engine.loop.train."""
-    from fastcifar.engine.loop import train as run
-
-    return run(config)
-
-
-__all__ = ["RECIPES", "Recipe", "TrainConfig", "resolve_config", "train"]

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from fastcifar.augment import AugmentConfig
 from fastcifar.datasets import get_dataset
+from fastcifar.engine.optim import build_optimizer
 from fastcifar.engine.step import TORCH_DTYPES, StepBuffers, TrainStep, make_runner
+from fastcifar.models import create_model
+from fastcifar.pipelines import create_loader
 
 
 def build_model(config, device: torch.device) -> nn.Module:
     """The registry model on `device`, channels_last (cuDNN's fastest conv layout with
     AMP), with SyncBatchNorm when asked for on several processes."""
-    from fastcifar.models import create_model
-
     options = {}
     if config.zero_init_residual:
         options["zero_init_residual"] = True
@@ -30,8 +33,6 @@ def build_augment(config):
     """Training augmentation. Label smoothing goes to the loader only together with
     mixup/cutmix (which need soft targets anyway); otherwise targets stay class indices
     and the loss smooths them (cheaper, and accuracy reads the true label)."""
-    from fastcifar.augment import AugmentConfig
-
     return AugmentConfig.for_dataset(
         config.dataset,
         cutout=config.cutout,
@@ -39,19 +40,17 @@ def build_augment(config):
         autoaugment=config.autoaugment,
         mixup_alpha=config.mixup,
         cutmix_alpha=config.cutmix,
-        label_smoothing=config.label_smoothing if config.soft_targets else 0.0,
+        label_smoothing=config.label_smoothing if config.mixing else 0.0,
     )
 
 
 def loss_label_smoothing(config) -> float:
     """The smoothing the loss applies (0 when the loader already smoothed soft targets)."""
-    return 0.0 if config.soft_targets else config.label_smoothing
+    return 0.0 if config.mixing else config.label_smoothing
 
 
 def build_loaders(config, ctx):
     """(train, test) loaders for this rank: each rank reads its own shard."""
-    from fastcifar.pipelines import create_loader
-
     common = dict(device=ctx.device, dtype=TORCH_DTYPES[config.dtype], data_dir=config.data_dir,
                   seed=config.seed, rank=ctx.rank, world_size=ctx.world_size,
                   num_workers=config.num_workers)
@@ -68,8 +67,6 @@ def wrap_for_training(model: nn.Module, config, ctx) -> nn.Module:
     checkpoints, EMA and evaluation use."""
     wrapped = model
     if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         if config.graph:
             # DDP must be built on a side stream for a full-backward capture (torch notes).
@@ -99,12 +96,10 @@ def configure_backends(config, device: torch.device) -> None:
 def build_step_state(config, model: nn.Module, device: torch.device):
     """(buffers, optimizer, grad_scaler) of a step: static buffers with the lr as a device
     tensor the optimizer reads, and a GradScaler for fp16 (eager only)."""
-    from fastcifar.engine.optim import build_optimizer
-
     buffers = StepBuffers.allocate(
         config.per_rank_batch_size,
         get_dataset(config.dataset).num_classes,
-        soft_targets=config.soft_targets,
+        soft_targets=config.mixing,
         lr=torch.zeros((), dtype=torch.float32, device=device),
         dtype=TORCH_DTYPES[config.dtype],
         channels_last=config.channels_last,

@@ -5,9 +5,10 @@ in the same folder, fsynced, then os.replace'd over the old one, so a crash at a
 leaves either the previous checkpoint or the new one, never a torn file.
 
 Contents (plain tensors, dicts, lists and numbers, so torch.load(weights_only=True)
-reads it): format, epoch (completed epochs), step (optimizer steps taken), model,
-optimizer, ema (or None), grad_scaler (or None), rng (one entry per rank: CPU and CUDA
-generator states) and history (the metrics.jsonl records so far).
+reads it): format (see migrate.py: older checkpoints are migrated on load), config_schema
+(the config.json schema of the run), epoch (completed epochs), step (optimizer steps
+taken), model, optimizer, ema (or None), grad_scaler (or None), rng (one entry per rank:
+CPU and CUDA generator states) and history (the metrics.jsonl records so far).
 """
 from __future__ import annotations
 
@@ -17,15 +18,16 @@ from pathlib import Path
 import torch
 
 from fastcifar.atomic import atomic_write
+from fastcifar.engine.migrate import CHECKPOINT_FORMAT, CONFIG_SCHEMA_VERSION, migrate_checkpoint
 from fastcifar.errors import UserError
 
-FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     with atomic_write(path, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
+        torch.save({"format": CHECKPOINT_FORMAT, "config_schema": CONFIG_SCHEMA_VERSION,
+                    **state}, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -38,9 +40,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         # (torch's message suggests weights_only=False, which would run the file's code)
         raise UserError(f"cannot read checkpoint {path}: not a readable torch checkpoint "
                         f"({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{path} is not a fastcifar checkpoint (format {FORMAT})")
-    return state
+    if not isinstance(state, dict) or "format" not in state:
+        raise UserError(f"{path} is not a fastcifar checkpoint")
+    return migrate_checkpoint(state, str(path))
 
 
 def rng_state(device: torch.device) -> dict:

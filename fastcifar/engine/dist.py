@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from fastcifar.engine.config import in_torchrun  # noqa: F401 (dist.in_torchrun, for loop.py)
 from fastcifar.errors import UserError
 
 _EXIT_USER_ERROR = 3

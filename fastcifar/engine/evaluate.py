@@ -5,7 +5,12 @@ import torch
 from torch import Tensor
 
 from fastcifar.engine.step import (
-    CORRECT, LOSS_SUM, SEEN, autocast_for, count_correct, cross_entropy,
+    CORRECT,
+    LOSS_SUM,
+    SEEN,
+    autocast_for,
+    count_correct,
+    cross_entropy,
 )
 
 

@@ -18,14 +18,23 @@ import torch
 
 from fastcifar.engine import build, dist
 from fastcifar.engine.checkpoint import (
-    CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
 )
 from fastcifar.engine.ema import EMA
 from fastcifar.engine.evaluate import evaluate
 from fastcifar.engine.progress import EpochProgress, epoch_line, rates
 from fastcifar.engine.run_dir import (
-    CONFIG_NAME, SUMMARY_NAME, claimed_run_dir, write_json_atomic, write_metrics,
+    CONFIG_NAME,
+    SUMMARY_NAME,
+    claimed_run_dir,
+    write_json_atomic,
+    write_metrics,
 )
+from fastcifar.engine.runtime import in_torchrun
 from fastcifar.engine.schedule import build_schedule, lr_at
 from fastcifar.engine.step import SEEN
 from fastcifar.errors import UserError
@@ -38,7 +47,7 @@ class TrainingDiverged(UserError):
 
 def train(config) -> dict:
     """Run training as `config` says; returns the summary (also in RUNDIR/summary.json)."""
-    if dist.in_torchrun():
+    if in_torchrun():
         ctx = dist.init_from_env(config.device, graph=config.graph)
         try:
             # Each process resolved its own config; a default run directory carries a
@@ -129,7 +138,7 @@ class Trainer:
             metrics=buffers.metrics, images_per_step=config.batch_size,
             log_every=config.log_every, enabled=config.progress and ctx.is_main,
         )
-        lr = self.schedule.lr
+        lr = self.schedule.peak_lr
         start = time.perf_counter()
         try:
             for index, (images, targets) in enumerate(self.train_loader):
@@ -269,7 +278,7 @@ def summarize(config, history: list[dict], model) -> dict:
         "world_size": config.world_size,
         "dtype": config.dtype,
         "global_batch_size": config.batch_size,
-        "lr": config.lr,
+        "peak_lr": config.peak_lr,
     }
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fastcifar.models import param_groups
+
 
 class SGD(torch.optim.Optimizer):
     """SGD with momentum, optional Nesterov and L2 weight decay (dampening 0):
@@ -83,8 +85,6 @@ def build_optimizer(model: torch.nn.Module, config, lr: Tensor) -> SGD:
     """The run's SGD; with config.no_decay_bias_bn the groups come from the model
     registry's param_groups (no decay on biases and normalisation weights)."""
     if config.no_decay_bias_bn:
-        from fastcifar.models import param_groups
-
         groups = param_groups(model, config.weight_decay)
     else:
         params = [p for p in model.parameters() if p.requires_grad]

@@ -10,6 +10,7 @@ import math
 import time
 
 import torch
+from tqdm import tqdm
 
 from fastcifar.engine.step import CORRECT, LOSS_SUM, SEEN
 
@@ -53,8 +54,6 @@ class EpochProgress:
         self._start = time.perf_counter()
         self._bar = None
         if enabled:
-            from tqdm import tqdm
-
             self._bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                              leave=False, dynamic_ncols=True)
 

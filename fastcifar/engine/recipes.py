@@ -16,9 +16,9 @@ fast    Short schedule for resnet9 / airbench94, aimed at 94% on CIFAR-10: 16 ep
 Shorter or longer runs (--epochs) keep the recipe's shape: milestones and warmup scale
 with the number of epochs unless given (--milestones, --warmup-epochs).
 
-lr scaling: the recipe's lr is quoted at its reference batch; the trainer uses
-lr = base_lr x global_batch / reference_batch (linear rule, Goyal et al. 2017) unless
---lr-scaling none.
+lr scaling: the recipe's base_lr is quoted at its reference batch (batch_size); the
+trainer's peak lr is peak_lr = base_lr x global_batch / reference_batch (linear rule,
+Goyal et al. 2017) unless --lr-scaling none.
 """
 from __future__ import annotations
 
@@ -59,8 +59,8 @@ class Hyperparameters:
 @dataclass(frozen=True, kw_only=True)
 class Recipe(Hyperparameters):
     name: str
-    batch_size: int  # global batch; also the reference batch of `lr`
-    lr: float
+    batch_size: int  # global batch; also the reference batch of `base_lr`
+    base_lr: float  # the lr at `batch_size`; runs at another batch scale it
 
 
 RECIPES: dict[str, Recipe] = {
@@ -70,7 +70,7 @@ RECIPES: dict[str, Recipe] = {
             name="paper",
             epochs=300,
             batch_size=128,
-            lr=0.1,
+            base_lr=0.1,
             schedule="multistep",
             milestones=(150.0, 225.0),
             gamma=0.1,
@@ -79,7 +79,7 @@ RECIPES: dict[str, Recipe] = {
             name="strong",
             epochs=300,
             batch_size=128,
-            lr=0.1,
+            base_lr=0.1,
             schedule="cosine",
             warmup_epochs=20.0,
             min_lr=1e-6,
@@ -96,7 +96,7 @@ RECIPES: dict[str, Recipe] = {
             name="fast",
             epochs=16,
             batch_size=512,
-            lr=0.4,
+            base_lr=0.4,
             schedule="linear",
             warmup_epochs=3.0,
             nesterov=True,

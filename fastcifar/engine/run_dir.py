@@ -1,7 +1,7 @@
 """The run directory: what is in it, when it may be (re)used, and atomic JSON writes.
 
-    RUNDIR/config.json     resolved TrainConfig (+ lr rule, per-rank batch, the options
-                           the user gave, used by --resume)
+    RUNDIR/config.json     the resolved TrainConfig with its schema_version, the lr rule
+                           and the per-rank batch (--resume reads it back, migrate.py)
     RUNDIR/metrics.jsonl   one JSON object per finished epoch
     RUNDIR/checkpoint.pt   the latest epoch's checkpoint (see checkpoint.py)
     RUNDIR/summary.json    written last: its presence means the run finished
@@ -39,8 +39,8 @@ def write_metrics(run_dir: Path, records: Iterable[Mapping]) -> None:
     write_text_atomic(run_dir / METRICS_NAME, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def read_saved_options(run_dir: str | os.PathLike) -> dict:
-    """The options a run was started with (for --resume), from its config.json."""
+def read_saved_config(run_dir: str | os.PathLike) -> dict:
+    """The JSON object of a run's config.json, as written (for --resume)."""
     path = Path(run_dir) / CONFIG_NAME
     try:
         saved = json.loads(path.read_text())

@@ -4,13 +4,13 @@ Step s (0-based) is the s-th update of the run; `lr_at(schedule, s)` is the lr t
 update uses. Nothing here touches a tensor: the loop writes the value into the step's
 device lr tensor before each (replayed) step.
 
-Warmup (all kinds): lr rises linearly, lr * (s + 1) / warmup_steps for s < warmup_steps,
-so the first update already moves the weights and the last warmup step reaches lr.
-After warmup:
-  multistep  lr * gamma ** (number of milestones <= s)
-  cosine     min_lr + (lr - min_lr) * (1 + cos(pi * t / T)) / 2, t = s - warmup_steps,
+Warmup (all kinds): lr rises linearly, peak_lr * (s + 1) / warmup_steps for
+s < warmup_steps, so the first update already moves the weights and the last warmup
+step reaches peak_lr. After warmup:
+  multistep  peak_lr * gamma ** (number of milestones <= s)
+  cosine     min_lr + (peak_lr - min_lr) * (1 + cos(pi * t / T)) / 2, t = s - warmup_steps,
              T = total_steps - warmup_steps   (t = T would be min_lr)
-  linear     lr + (min_lr - lr) * t / T, reaching min_lr at the end (one-cycle style)
+  linear     peak_lr + (min_lr - peak_lr) * t / T, reaching min_lr at the end (one-cycle)
 """
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ import bisect
 import math
 from dataclasses import dataclass
 
+SCHEDULES = ("multistep", "cosine", "linear")
+
 
 @dataclass(frozen=True)
 class Schedule:
     kind: str  # "multistep" | "cosine" | "linear"
-    lr: float  # peak lr
+    peak_lr: float
     total_steps: int
     warmup_steps: int = 0
     milestones: tuple[int, ...] = ()  # steps, for multistep
@@ -33,15 +35,15 @@ class Schedule:
 def lr_at(schedule: Schedule, step: int) -> float:
     s = schedule
     if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
+        return s.peak_lr * (step + 1) / s.warmup_steps
     if s.kind == "multistep":
-        return s.lr * s.gamma ** bisect.bisect_right(s.milestones, step)
+        return s.peak_lr * s.gamma ** bisect.bisect_right(s.milestones, step)
     span = max(s.total_steps - s.warmup_steps, 1)
     progress = min((step - s.warmup_steps) / span, 1.0)
     if s.kind == "cosine":
-        return s.min_lr + (s.lr - s.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return s.min_lr + (s.peak_lr - s.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if s.kind == "linear":
-        return s.lr + (s.min_lr - s.lr) * progress
+        return s.peak_lr + (s.min_lr - s.peak_lr) * progress
     raise ValueError(f"unknown schedule kind {s.kind!r}")
 
 
@@ -49,7 +51,7 @@ def build_schedule(config, steps_per_epoch: int) -> Schedule:
     """The schedule of a TrainConfig, with epochs turned into steps."""
     return Schedule(
         kind=config.schedule,
-        lr=config.lr,
+        peak_lr=config.peak_lr,
         total_steps=config.epochs * steps_per_epoch,
         warmup_steps=round(config.warmup_epochs * steps_per_epoch),
         milestones=tuple(round(m * steps_per_epoch) for m in config.milestones),

@@ -8,14 +8,11 @@ host reads and no Python-side values that change between steps, so it can be:
   - run eagerly (CPU, --no-graph, fp16 + GradScaler):   EagerRunner
   - recorded once in a CUDA graph and replayed:        GraphRunner
 
-Both runners copy each loader batch into the static input buffers first (a free no-op
-when the batch already is those buffers); the loop writes the scheduled lr into
-`buffers.lr` before each step and reads `buffers.metrics` once per epoch.
-
-The trainer copies rather than binding its buffers to the loader
-(loader.set_output_buffers): a bound native loader stops prefetching on its side stream,
-and one device-to-device copy of a batch (3 MB at 512 bf16 images) should cost less than
-that overlap (not yet measured on a GPU: compare with `fastcifar bench --suite e2e`).
+Both runners copy each loader batch into the static input buffers first; the loop
+writes the scheduled lr into `buffers.lr` before each step and reads `buffers.metrics`
+once per epoch. The copy (3 MB at 512 bf16 images) lets the native loader augment the
+next batch on its side stream meanwhile: measured on one H200 (2026-11-29, `fastcifar
+bench --suite e2e`), loader + step ran at 0.997-0.999 of the step alone.
 
 CPU tests run TrainStep eagerly over the same buffers, which proves the buffer protocol;
 the CUDA suite (tests/test_engine_cuda.py) proves the capture.
@@ -69,7 +66,7 @@ class StepBuffers:
 
     images: Tensor  # [B, 3, 32, 32], layout and dtype as the loader yields them
     targets: Tensor  # int64 [B] or float32 [B, K]
-    lr: Tensor  # float32 [1], read on the device by the optimizer
+    lr: Tensor  # float32, 0-dim (shape []), read on the device by the optimizer
     metrics: Tensor  # float64 [3]: loss sum, correct count, samples seen
 
     @classmethod

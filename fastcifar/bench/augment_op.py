@@ -1,4 +1,4 @@
-"""Throughput of one augmentation implementation (called by `fastcifar bench`).
+"""Throughput of one augmentation implementation (the pipeline suite's op rows).
 
 Times `augment` alone (parameters are sampled before the timed region) on a random
 uint8 dataset of CIFAR's size held on the device, gathering a random batch each call.

@@ -12,6 +12,7 @@ import torch
 
 from fastcifar.bench.timing import synchronize
 
+
 def measure_loader(loader, epochs: int = 1, *, max_batches: int | None = None,
                    warmup_epochs: int = 1, warmup_batches: int | None = None,
                    device=None) -> dict:

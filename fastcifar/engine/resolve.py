@@ -1,0 +1,170 @@
+"""resolve_config: the user's options (or a saved run) -> one checked, frozen TrainConfig.
+
+Order: the named recipe's values, then the options the user gave (epochs rescale the
+recipe's milestones and warmup unless those are given too), then what this machine
+decides (runtime.py), then the lr scaling rule; --resume starts from the run's saved
+config instead and lets only runtime fields change. Every bad input is one UserError line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Mapping
+
+from fastcifar.backends import get_backend
+from fastcifar.datasets import get_dataset
+from fastcifar.engine.config import TrainConfig
+from fastcifar.engine.recipes import Recipe, default_recipe, get_recipe
+from fastcifar.engine.run_dir import read_saved_config
+from fastcifar.engine.runtime import cuda_device_count, resolve_execution
+from fastcifar.engine.schedule import SCHEDULES
+from fastcifar.errors import UserError, close_names_hint
+from fastcifar.models import list_models, model_options
+
+# Keys resolve_config accepts besides TrainConfig fields.
+INPUT_ONLY_KEYS = frozenset({"gpus", "nproc", "amp"})
+# Fields resolve_config derives; they are never options.
+DERIVED_FIELDS = frozenset({"peak_lr", "reference_batch_size"})
+
+
+def default_run_dir(model: str, dataset: str, now: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"runs/{model}-{dataset}-{stamp}"
+
+
+def resolve_config(options: Mapping[str, Any], *, cuda_devices: int | None = None,
+                   known_models: list[str] | None = None) -> TrainConfig:
+    """Build the TrainConfig for `options` (only the options the user gave).
+
+    cuda_devices and known_models default to what this machine and the model registry
+    say; tests pass them to stay independent of both.
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(options) - (fields - DERIVED_FIELDS) - INPUT_ONLY_KEYS
+    if unknown:
+        raise UserError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    if cuda_devices is None:
+        cuda_devices = cuda_device_count()
+    if options.get("resume"):
+        return _resolve_resumed(options, cuda_devices, known_models)
+    for key in ("model", "dataset"):
+        if key not in options:
+            raise UserError(f"--{key} is required")
+
+    model, dataset = options["model"], options["dataset"]
+    get_dataset(dataset)
+    known_models = list_models() if known_models is None else known_models
+    if model not in known_models:
+        raise UserError(f"unknown model {model!r}; {close_names_hint(model, known_models)} "
+                        "(see `fastcifar models`)")
+    recipe = get_recipe(options.get("recipe", default_recipe(model)))
+    values = _recipe_values(recipe, model, options)
+    values.update((k, v) for k, v in options.items() if k not in INPUT_ONLY_KEYS)
+    _rescale_schedule(values, options, recipe)
+    resolve_execution(values, options, cuda_devices)
+    scale = values["batch_size"] / values["reference_batch_size"]
+    values["peak_lr"] = values["base_lr"] * (scale if values["lr_scaling"] == "linear" else 1.0)
+    values.setdefault("out", default_run_dir(model, dataset))
+    config = TrainConfig(**values)
+    check_config(config)
+    return config
+
+
+def _recipe_values(recipe: Recipe, model: str, options: Mapping[str, Any]) -> dict:
+    """TrainConfig's defaults overlaid with the recipe's."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {
+        f.name: f.default for f in dataclasses.fields(TrainConfig)
+        if f.default is not dataclasses.MISSING and f.name not in ("device", "dtype", "graph")
+    }
+    values.update((f.name, getattr(recipe, f.name)) for f in dataclasses.fields(recipe)
+                  if f.name in fields)
+    values.update(model=model, recipe=recipe.name, reference_batch_size=recipe.batch_size)
+    if values["zero_init_residual"] and "zero_init_residual" not in options:
+        # A recipe's zero-gamma init applies where the model has residual BN gammas
+        # (not resnet9/airbench94); asked for explicitly, create_model refuses it.
+        values["zero_init_residual"] = _takes_option(model, "zero_init_residual")
+    return values
+
+
+def _takes_option(model: str, option: str) -> bool:
+    return model not in list_models() or option in model_options(model)
+
+
+def _rescale_schedule(values: dict, options: Mapping[str, Any], recipe: Recipe) -> None:
+    """Keep the recipe's shape: milestones and warmup scale with --epochs unless given."""
+    if values["epochs"] != recipe.epochs:
+        ratio = values["epochs"] / recipe.epochs
+        if "milestones" not in options:
+            values["milestones"] = tuple(m * ratio for m in recipe.milestones)
+        if "warmup_epochs" not in options:
+            values["warmup_epochs"] = recipe.warmup_epochs * ratio
+    values["milestones"] = tuple(float(m) for m in values.get("milestones", ()))
+
+
+def _resolve_resumed(options, cuda_devices, known_models) -> TrainConfig:
+    """--resume: the saved config, with only runtime fields (RUNTIME_FIELDS) changeable."""
+    if "out" not in options:
+        raise UserError("--resume needs --out RUNDIR: the run directory to continue")
+    saved = TrainConfig.from_json(read_saved_config(options["out"]),
+                                  what=f"{options['out']}/config.json")
+    # Everything as saved (runtime fields too, e.g. data_dir) unless given now; the
+    # derived fields are derived again.
+    base = {k: v for k, v in dataclasses.asdict(saved).items()
+            if k not in DERIVED_FIELDS | {"resume", "force"}}
+    config = resolve_config({**base, **options, "resume": False},
+                            cuda_devices=cuda_devices, known_models=known_models)
+    config = dataclasses.replace(config, resume=True)
+    changed = [
+        f"{key} (saved {value!r}, now {getattr(config, key)!r})"
+        for key, value in saved.identity().items()
+        if getattr(config, key) != value
+    ]
+    if changed:
+        raise UserError(
+            "--resume continues a run with its saved settings; these differ: "
+            + "; ".join(changed)
+        )
+    return config
+
+
+def check_config(c: TrainConfig) -> None:
+    """One UserError line for the first value that cannot work."""
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise UserError(message)
+
+    get_backend(c.backend)
+    need(c.epochs >= 1, "--epochs must be at least 1")
+    need(c.batch_size >= 1, "--batch-size must be at least 1")
+    need(
+        c.batch_size % c.world_size == 0,
+        f"--batch-size {c.batch_size} is the global batch and must divide evenly "
+        f"over {c.world_size} processes",
+    )
+    need(c.eval_batch_size >= 1, "--eval-batch-size must be at least 1")
+    need(math.isfinite(c.base_lr) and c.base_lr > 0, "--lr must be a positive number")
+    need(c.lr_scaling in ("linear", "none"), "--lr-scaling must be linear or none")
+    need(c.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}")
+    need(0 <= c.warmup_epochs < c.epochs, "--warmup-epochs must be in [0, epochs)")
+    need(all(0 < m < c.epochs for m in c.milestones), "milestones must lie inside the run")
+    need(list(c.milestones) == sorted(c.milestones), "--milestones must be in increasing order")
+    need(math.isfinite(c.gamma) and 0 < c.gamma, "--gamma must be a positive number")
+    need(0 <= c.min_lr <= c.peak_lr, "--min-lr must be in [0, lr]")
+    need(0 <= c.momentum < 1, "--momentum must be in [0, 1)")
+    need(not c.nesterov or c.momentum > 0, "Nesterov needs a momentum above 0")
+    need(c.weight_decay >= 0, "--wd must be non-negative")
+    need(0 <= c.label_smoothing < 1, "--label-smoothing must be in [0, 1)")
+    need(c.mixup >= 0 and c.cutmix >= 0, "--mixup/--cutmix alphas must be non-negative")
+    need(0 <= c.erase_prob <= 1, "--erase-prob must be in [0, 1]")
+    need(c.cutout >= 0, "--cutout must be non-negative")
+    need(0 <= c.drop_path < 1, "--drop-path must be in [0, 1)")
+    need(0 < c.ema_decay < 1 and c.ema_every >= 1, "EMA decay must be in (0, 1), every >= 1")
+    need(c.num_workers >= 0, "--num-workers must be non-negative")
+    need(c.log_every >= 1, "--log-every must be at least 1")
+    need(
+        not (c.sync_bn and c.device == "cpu" and c.world_size > 1),
+        "--sync-bn needs CUDA (torch's SyncBatchNorm has no CPU kernel)",
+    )

@@ -1,0 +1,67 @@
+"""Helpers several test modules share (test modules never import each other)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastcifar.augment import AugmentConfig, make_lut
+from fastcifar.backends import BACKEND_NAMES, missing_extra
+from fastcifar.prepare import PrepareConfig, prepare
+from tests.cifar_fixtures import make_cifar_archive
+
+NONE = AugmentConfig.none("cifar10")
+
+
+def installed_backends() -> list[str]:
+    return [b for b in BACKEND_NAMES if missing_extra(b) is None]
+
+
+def prepare_dataset(root: Path, train_size: int, test_size: int, seed: int,
+                    formats=("native",)) -> str:
+    """A generated, learnable CIFAR-10 archive prepared under root/data; returns that dir."""
+    archive, _ = make_cifar_archive(Path(root) / "c10.tar.gz", train_size=train_size,
+                                    test_size=test_size, seed=seed, learnable=True)
+    data_dir = Path(root) / "data"
+    prepare(PrepareConfig(dataset="cifar10", source=str(archive), data_dir=str(data_dir),
+                          formats=tuple(formats), checksum=False), log=lambda *_: None)
+    return str(data_dir)
+
+
+def run_epoch(loader, epoch: int):
+    loader.set_epoch(epoch)
+    return [(images.clone(), targets.clone()) for images, targets in loader]
+
+
+def normalised(source: np.ndarray) -> torch.Tensor:
+    """The LUT normalisation of uint8 NHWC images, as NCHW float32."""
+    lut = make_lut(NONE)
+    return lut[torch.arange(3), torch.from_numpy(source).long()].permute(0, 3, 1, 2)
+
+
+def decode(images: torch.Tensor) -> np.ndarray:
+    """Normalised NCHW floats back to uint8 NHWC."""
+    mean = torch.tensor(NONE.mean)
+    std = torch.tensor(NONE.std)
+    values = (images.float().permute(0, 2, 3, 1) * std + mean) * 255
+    return values.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def identify(images: torch.Tensor, source: np.ndarray) -> list[int]:
+    """Index in `source` of each (unaugmented) output image."""
+    where = {image.tobytes(): i for i, image in enumerate(source)}
+    assert len(where) == len(source), "fixture images must be unique"
+    return [where[image.tobytes()] for image in decode(images)]
+
+
+def check_layout(images: torch.Tensor, targets: torch.Tensor, batch_size: int):
+    assert images.shape == (batch_size, 3, 32, 32)
+    assert images.dtype == torch.float32
+    assert images.permute(0, 2, 3, 1).is_contiguous(), "images must be channels_last"
+    assert targets.shape == (batch_size,) and targets.dtype == torch.int64
+
+
+def tolerance(backend: str) -> dict:
+    # DALI multiplies by 1/std: last-bit differences from the LUT.
+    return dict(rtol=1e-5, atol=1e-6) if backend == "dali" else dict(rtol=0, atol=1e-6)

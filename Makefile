@@ -11,7 +11,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 SOURCE ?=
 DEMO_EPOCHS ?= 1
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench dali-wheels clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py pyproject.toml scripts/setup-env.sh
@@ -34,6 +34,11 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/fastcifar bench --quick
+
+# The DALI wheel (split to fit a device call) and its small dependencies, for a GPU
+# machine without a package index: see benchmarks/dali_gpu.sh.
+dali-wheels:
+	bash scripts/ready-dali-wheels.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -29,30 +29,7 @@ export PYTHONUNBUFFERED=1
 export FASTCIFAR_DATA="$OUT/.no-prepared-data"
 exec > >(tee -a "$OUT/gpu_suite.log") 2>&1
 
-SUMMARY=()
-stage() {  # stage NAME LIMIT_SECONDS COMMAND...
-    local name=$1 limit=$2
-    shift 2
-    local left=$(( BUDGET - RESERVE - ($(date +%s) - START) ))
-    [[ $name == merge ]] && left=$(( BUDGET - ($(date +%s) - START) ))
-    if (( left < 15 )); then
-        echo "=== [$name] not run: ${left}s left of the ${BUDGET}s budget"
-        SUMMARY+=("$name: not run (no time left)")
-        return
-    fi
-    (( limit > left )) && limit=$left
-    echo "=== [$name] $(date +%H:%M:%S), limit ${limit}s: $*"
-    local began=$(date +%s)
-    timeout --kill-after=10 "$limit" "$@"
-    local rc=$? took=$(( $(date +%s) - began ))
-    case $rc in
-        0) SUMMARY+=("$name: ok (${took}s)") ;;
-        124|137) echo "=== [$name] TIMED OUT after ${limit}s"; SUMMARY+=("$name: TIMED OUT (${took}s)") ;;
-        *) echo "=== [$name] FAILED with exit status $rc"; SUMMARY+=("$name: FAILED rc=$rc (${took}s)") ;;
-    esac
-}
-
-has() { "$PY" -c "import $1" >/dev/null 2>&1; }
+source benchmarks/stages.sh  # stage NAME LIMIT COMMAND..., has MODULE, SUMMARY
 
 BENCH=("$PY" -m fastcifar bench --device cuda --repeats 3)
 BACKENDS=(--backend native --backend torchvision)

@@ -114,3 +114,53 @@ def test_measure_loader_on_the_gpu(backend, prepared_data):
                   augment=AugmentConfig.for_dataset(DATASET, cutout=16))
     result = measure_loader(loader, epochs=1)
     assert result["batches"] == 8 and result["images_per_sec"] > 0
+
+
+def test_dali_gpu_batches_survive_being_held(prepared_data):
+    """DALI's iterator reuses its output buffers; batches a caller keeps must not change."""
+    loader = make("dali", "train", prepared_data[0], batch_size=64, augment=MIXING)
+    loader.set_epoch(0)
+    held = list(loader)  # no clones
+    fresh = gather(loader, 0)
+    for (a, ta), (b, tb) in zip(held, fresh):
+        assert torch.equal(a, b) and torch.equal(ta, tb)
+
+
+def test_dali_gpu_ranks_cover_the_epoch_once(prepared_data):
+    data_dir, truth = prepared_data
+    seen = []
+    for rank in range(2):
+        loader = make("dali", "train", data_dir, batch_size=32, rank=rank, world_size=2)
+        batches = gather(loader, 1)
+        assert len(batches) == len(loader)
+        visited = identify(torch.cat([b[0] for b in batches]).cpu(), truth["train"][0])
+        assert visited == loader.epoch_indices().tolist()
+        seen += visited
+    assert len(seen) == len(set(seen)) == 512  # 256 per rank, whole batches of 32
+
+
+def test_dali_feeds_the_trainer_without_a_host_sync_per_batch(prepared_data, tmp_path):
+    """The trainer's per-batch body (loader batch -> captured step) under torch's sync debug
+    mode: a host read in the loop (not DALI's own stream work) raises."""
+    from fastcifar.engine.dist import DistContext
+    from fastcifar.engine.loop import Trainer
+    from fastcifar.engine.resolve import resolve_config
+
+    config = resolve_config({"model": "resnet20", "dataset": DATASET, "backend": "dali",
+                             "data_dir": str(prepared_data[0]), "out": str(tmp_path / "run"),
+                             "device": "cuda", "batch_size": 64, "epochs": 1,
+                             "progress": False})
+    trainer = Trainer(DistContext.single("cuda"), config)
+    trainer.train_loader.set_epoch(0)
+    batches = iter(trainer.train_loader)
+    for _ in range(trainer.runner.warmup_calls):  # eager warm-up and capture first
+        trainer.train_batch(*next(batches))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for images, targets in batches:
+            trainer.train_batch(images, targets)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    assert torch.isfinite(trainer.buffers.metrics).all()

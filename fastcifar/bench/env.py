@@ -30,6 +30,8 @@ def capture_env(device: torch.device) -> dict:
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
         "load_average": load_average(),
+        # inductor's autotuning, when the environment turns it on (benchmarks/resnext_levers.sh)
+        "inductor_max_autotune": os.environ.get("TORCHINDUCTOR_MAX_AUTOTUNE"),
     }
     env.update(_package_versions())
     env.update(git_state())

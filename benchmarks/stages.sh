@@ -1,0 +1,32 @@
+# Sourced by the GPU scripts: timed stages under one total budget.
+#
+# Needs BUDGET (seconds), RESERVE (seconds kept for the last stage, named "merge"),
+# START (date +%s) and PY set by the caller. `stage NAME LIMIT COMMAND...` runs COMMAND
+# under `timeout`, capped by what is left of the budget, logs its outcome and records it
+# in SUMMARY; a failed or timed-out stage does not stop the script. `has MODULE` says
+# whether Python can import MODULE.
+
+SUMMARY=()
+stage() {  # stage NAME LIMIT_SECONDS COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    local left=$(( BUDGET - RESERVE - ($(date +%s) - START) ))
+    [[ $name == merge ]] && left=$(( BUDGET - ($(date +%s) - START) ))
+    if (( left < 15 )); then
+        echo "=== [$name] not run: ${left}s left of the ${BUDGET}s budget"
+        SUMMARY+=("$name: not run (no time left)")
+        return
+    fi
+    (( limit > left )) && limit=$left
+    echo "=== [$name] $(date +%H:%M:%S), limit ${limit}s: $*"
+    local began=$(date +%s)
+    timeout --kill-after=10 "$limit" "$@"
+    local rc=$? took=$(( $(date +%s) - began ))
+    case $rc in
+        0) SUMMARY+=("$name: ok (${took}s)") ;;
+        124|137) echo "=== [$name] TIMED OUT after ${limit}s"; SUMMARY+=("$name: TIMED OUT (${took}s)") ;;
+        *) echo "=== [$name] FAILED with exit status $rc"; SUMMARY+=("$name: FAILED rc=$rc (${took}s)") ;;
+    esac
+}
+
+has() { "$PY" -c "import $1" >/dev/null 2>&1; }

@@ -28,17 +28,9 @@ if [[ $mode == stash ]]; then
     exit 0
 fi
 [[ $mode == run ]] || { echo "usage: benchmarks/dali_gpu.sh stash | run OUTDIR"; exit 2; }
-OUT=${2:?usage: benchmarks/dali_gpu.sh run OUTDIR}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-PY=${PYTHON:-python3}
-BUDGET=${DALI_GPU_BUDGET_S:-420}
-RESERVE=20
-START=$(date +%s)
-export PYTHONUNBUFFERED=1
-export FASTCIFAR_DATA="$OUT/.no-prepared-data"
-exec > >(tee -a "$OUT/dali_gpu.log") 2>&1
-source benchmarks/stages.sh
+OUTDIR=${2:?usage: benchmarks/dali_gpu.sh run OUTDIR}
+source benchmarks/stages.sh  # begin_stages, stage NAME LIMIT COMMAND..., has, end_stages
+begin_stages "$OUTDIR" dali_gpu.log "${DALI_GPU_BUDGET_S:-420}"
 
 mkdir -p "$PARTS"
 cp .dali/part*/* "$PARTS"/ 2>/dev/null || true
@@ -68,5 +60,4 @@ if (( ${#REPORTS[@]} )); then
     stage merge 20 "$PY" -m fastcifar.bench.merge --json "$OUT/dali.json" \
         --markdown "$OUT/dali.md" --history "$OUT/history.jsonl" "${REPORTS[@]}"
 fi
-echo "=== summary ($(( $(date +%s) - START ))s of ${BUDGET}s)"
-printf '  %s\n' "${SUMMARY[@]}"
+end_stages

@@ -16,20 +16,11 @@
 # the last stage's 10 s kill grace the script stays under 8 minutes).
 set -u -o pipefail
 
-OUT=${1:?usage: benchmarks/gpu_suite.sh OUTDIR}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
+OUTDIR=${1:?usage: benchmarks/gpu_suite.sh OUTDIR}
+mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd)
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-BUDGET=${GPU_SUITE_BUDGET_S:-440}
-RESERVE=20  # kept for the final merge
-START=$(date +%s)
-export PYTHONUNBUFFERED=1
-# Nothing prepared on this machine: the bench generates a CIFAR-format set and says so.
-export FASTCIFAR_DATA="$OUT/.no-prepared-data"
-exec > >(tee -a "$OUT/gpu_suite.log") 2>&1
-
-source benchmarks/stages.sh  # stage NAME LIMIT COMMAND..., has MODULE, SUMMARY
+source benchmarks/stages.sh  # begin_stages, stage NAME LIMIT COMMAND..., has, end_stages
+begin_stages "$OUTDIR" gpu_suite.log "${GPU_SUITE_BUDGET_S:-440}"
 
 BENCH=("$PY" -m fastcifar bench --device cuda --repeats 3)
 BACKENDS=(--backend native --backend torchvision)
@@ -83,5 +74,4 @@ if (( ${#REPORTS[@]} )); then
         "${REPORTS[@]}"
 fi
 
-echo "=== summary ($(( $(date +%s) - START ))s of ${BUDGET}s)"
-printf '  %s\n' "${SUMMARY[@]}"
+end_stages

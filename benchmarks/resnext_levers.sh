@@ -21,18 +21,11 @@
 # Knobs: PYTHON (default python3), LEVERS_BUDGET_S (default 400).
 set -u -o pipefail
 
-OUT=${1:?usage: benchmarks/resnext_levers.sh OUTDIR}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
+OUTDIR=${1:?usage: benchmarks/resnext_levers.sh OUTDIR}
+mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd)
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-BUDGET=${LEVERS_BUDGET_S:-400}
-RESERVE=20
-START=$(date +%s)
-export PYTHONUNBUFFERED=1
-export FASTCIFAR_DATA="$OUT/.no-prepared-data"
-exec > >(tee -a "$OUT/levers.log") 2>&1
-source benchmarks/stages.sh
+source benchmarks/stages.sh  # begin_stages, stage NAME LIMIT COMMAND..., has, end_stages
+begin_stages "$OUTDIR" levers.log "${LEVERS_BUDGET_S:-400}"
 
 MODEL=resnext29_16x64d
 STEP=("$PY" -m fastcifar bench --device cuda --repeats 3 --suite step --model "$MODEL")
@@ -57,5 +50,4 @@ if (( ${#REPORTS[@]} )); then
     stage merge 20 "$PY" -m fastcifar.bench.merge --json "$OUT/levers.json" \
         --markdown "$OUT/levers.md" "${REPORTS[@]}"
 fi
-echo "=== summary ($(( $(date +%s) - START ))s of ${BUDGET}s)"
-printf '  %s\n' "${SUMMARY[@]}"
+end_stages

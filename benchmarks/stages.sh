@@ -1,10 +1,29 @@
-# Sourced by the GPU scripts: timed stages under one total budget.
+# Sourced by the GPU scripts (from the repository root): timed stages under one budget.
 #
-# Needs BUDGET (seconds), RESERVE (seconds kept for the last stage, named "merge"),
-# START (date +%s) and PY set by the caller. `stage NAME LIMIT COMMAND...` runs COMMAND
+# `begin_stages OUTDIR LOGNAME BUDGET_SECONDS` makes OUTDIR (absolute in $OUT), sets PY
+# ($PYTHON or python3), BUDGET, RESERVE (20 s kept for the last stage, named "merge") and
+# START, points FASTCIFAR_DATA at an empty folder (the bench generates its data and says
+# so) and copies all output to OUTDIR/LOGNAME. `stage NAME LIMIT COMMAND...` runs COMMAND
 # under `timeout`, capped by what is left of the budget, logs its outcome and records it
 # in SUMMARY; a failed or timed-out stage does not stop the script. `has MODULE` says
-# whether Python can import MODULE.
+# whether Python can import MODULE. `end_stages` prints the summary.
+
+begin_stages() {
+    mkdir -p "$1"
+    OUT=$(cd "$1" && pwd)
+    PY=${PYTHON:-python3}
+    BUDGET=$3
+    RESERVE=20
+    START=$(date +%s)
+    export PYTHONUNBUFFERED=1
+    export FASTCIFAR_DATA="$OUT/.no-prepared-data"
+    exec > >(tee -a "$OUT/$2") 2>&1
+}
+
+end_stages() {
+    echo "=== summary ($(( $(date +%s) - START ))s of ${BUDGET}s)"
+    printf '  %s\n' "${SUMMARY[@]}"
+}
 
 SUMMARY=()
 stage() {  # stage NAME LIMIT_SECONDS COMMAND...

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow  # processes that start torch: seconds each
 LAYERS = (
     ("cli", ("fastcifar.cli", "fastcifar.__main__")),
     ("bench", ("fastcifar.bench",)),
+    ("experiments", ("fastcifar.experiments",)),
     ("engine", ("fastcifar.engine",)),
     ("pipelines", ("fastcifar.pipelines",)),
     ("models", ("fastcifar.models",)),

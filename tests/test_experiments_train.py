@@ -113,7 +113,7 @@ def test_tensorboard_events_hold_the_metrics_and_the_lr_of_every_step(original):
     records = read_metrics(original)
     for key in ("test_acc", "train_loss", "images_per_sec", "epoch"):
         scalars = events.Scalars(f"epoch/{key}")
-        assert [s.step for s in scalars] == [r["step"] for r in records]
+        assert [s.step for s in scalars] == [r["step"] - 1 for r in records]
         assert [s.value for s in scalars] == pytest.approx([r[key] for r in records])
     config = resolve_config({"resume": True, "out": str(original)})
     schedule = build_schedule(config, steps_per_epoch=200 // 50)
@@ -128,7 +128,7 @@ def test_a_seed_group_summarises_its_seeds_and_resumes_the_unfinished(data_dir, 
     group = tmp_path / "group"
     args = ["--model", "resnet20", "--dataset", "cifar10", "--data-dir", data_dir,
             "--device", "cpu", "--epochs", "2", "--batch-size", "100", "--seeds", "0,1,2",
-            "--target-acc", "0.05", "--out", str(group)]
+            "--target-acc", "0.05", "--tensorboard", "--out", str(group)]
 
     class Crash(Exception):
         pass
@@ -138,7 +138,7 @@ def test_a_seed_group_summarises_its_seeds_and_resumes_the_unfinished(data_dir, 
     def save_then_crash(self):
         save(self)
         live.append(is_running(self.run_dir) and is_running(group))
-        if self.config.seed == 1 and self.epoch == 1:
+        if self.config.seed == 1 and self.epoch == 2:  # its last checkpoint, no summary
             raise Crash()
 
     monkeypatch.setattr(loop.Trainer, "_save", save_then_crash)
@@ -158,6 +158,17 @@ def test_a_seed_group_summarises_its_seeds_and_resumes_the_unfinished(data_dir, 
     assert "seed 0 (1/3)" in result.output and "finished before" in result.output
     assert (group / "seed-0" / "metrics.jsonl").stat().st_mtime_ns == seed_0_metrics
     assert [r["epoch"] for r in read_metrics(group / "seed-1")] == [1, 2]
+    # The resumed seed's TensorBoard view has each epoch and step once, across two files
+    # (epoch 2's checkpoint was written, its events were not; the resume rewrote the
+    # history, and TensorBoard dropped the first attempt's events of epoch 1).
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator")
+    events = event_accumulator.EventAccumulator(str(group / "seed-1" / "tb"))
+    events.Reload()
+    assert [s.step for s in events.Scalars("epoch/epoch")] == [1, 3]
+    assert [s.value for s in events.Scalars("epoch/epoch")] == [1, 2]
+    assert [s.step for s in events.Scalars("step/lr")] == [0, 1, 2, 3]
+    assert len(list((group / "seed-1" / "tb").iterdir())) == 2
 
     summary = read_json(group / "summary.json")
     seeds = {k: read_json(group / f"seed-{k}" / "summary.json") for k in (0, 1, 2)}

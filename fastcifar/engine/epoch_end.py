@@ -11,11 +11,12 @@ from fastcifar.engine.tensorboard import TensorBoardLog, open_command
 
 
 class EpochEnd:
-    def __init__(self, config, run_dir, schedule, *, is_main: bool, first_step: int):
+    def __init__(self, config, run_dir, schedule, *, is_main: bool, history: list[dict]):
+        """`history`: the epochs done before (a resumed run's)."""
         self.config, self.is_main = config, is_main
         self.tensorboard = None
         if config.tensorboard and is_main:
-            self.tensorboard = TensorBoardLog(run_dir, schedule, first_step)
+            self.tensorboard = TensorBoardLog(run_dir, schedule, history)
             print(f"tensorboard: {open_command(run_dir)}", flush=True)
 
     def should_stop(self, history: list[dict]) -> bool:

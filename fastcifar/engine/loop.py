@@ -124,7 +124,7 @@ class Trainer:
             write_metrics(self.run_dir, self.history)
         # TensorBoard and --stop-at-target (epoch_end.py)
         epoch_end = EpochEnd(config, self.run_dir, self.schedule, is_main=self.ctx.is_main,
-                             first_step=self.step)
+                             history=self.history)
         while self.epoch < config.epochs and not epoch_end.should_stop(self.history):
             record = self._train_epoch()
             self.history.append(record)

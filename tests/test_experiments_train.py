@@ -3,6 +3,7 @@ its original, time to target and --stop-at-target, TensorBoard event files, a se
 group with its statistics and --resume, and `fastcifar runs` over real run folders."""
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 
@@ -15,6 +16,7 @@ from fastcifar.engine import loop
 from fastcifar.engine.resolve import resolve_config
 from fastcifar.engine.run_lock import is_running
 from fastcifar.engine.schedule import build_schedule, lr_at
+from fastcifar.experiments.launch import train_from_options
 from tests.helpers import prepare_dataset
 
 pytestmark = pytest.mark.slow  # each test trains (seconds)
@@ -235,3 +237,29 @@ def test_runs_shows_real_finished_stopped_and_diverged_runs(data_dir, tmp_path, 
     assert not (runs / "diverged" / "diverged.json").exists()
     rows = json.loads(CliRunner().invoke(main, ["runs", str(runs), "--json"]).stdout)
     assert [r["state"] for r in rows] == ["finished", "finished", "stopped"]
+
+
+@pytest.mark.cuda
+def test_a_seed_group_on_a_gpu_captures_each_seed_and_holds_no_memory_after_it(data_dir,
+                                                                             tmp_path):
+    """Seeds run one after another in one process, each with its own captured graph: a
+    group of three must hold no more GPU memory afterwards than a group of one."""
+    def group(seeds, out):
+        train_from_options(dict(model="resnet20", dataset="cifar10", data_dir=data_dir,
+                                device="cuda", epochs=1, batch_size=50, seeds=seeds,
+                                target_acc=0.05, tensorboard=True, progress=False,
+                                out=str(tmp_path / out)))
+        gc.collect()
+        torch.cuda.synchronize()
+        return torch.cuda.memory_allocated()
+
+    after_one = group((0,), "one")
+    after_three = group((0, 1, 2), "three")
+    assert after_three - after_one < 16 * 2**20, (after_one, after_three)
+    summary = read_json(tmp_path / "three" / "summary.json")
+    assert summary["test_acc"]["n"] == 3
+    configs = [read_json(tmp_path / "three" / f"seed-{k}" / "config.json") for k in range(3)]
+    assert all(c["graph"] and c["dtype"] == "bf16" for c in configs)
+    first, second = (without_timing(read_metrics(tmp_path / "three" / f"seed-{k}"))
+                     for k in (0, 1))
+    assert first != second  # the seeds differ

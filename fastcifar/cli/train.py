@@ -108,7 +108,8 @@ def _parse_epochs(ctx, param, value):
 @click.option("--out", metavar="RUNDIR",
               help="Run directory. Default: runs/<model>-<dataset>-<time>.")
 @click.option("--resume", is_flag=True, default=None,
-              help="Continue RUNDIR from its last checkpoint.")
+              help="Continue RUNDIR from its last checkpoint (a seed group: its "
+                   "unfinished seeds).")
 @click.option("--force", is_flag=True, default=None, help="Overwrite an existing run in RUNDIR.")
 @_flag("progress", "Show a progress bar.")
 @click.option("--log-every", type=click.IntRange(min=1),

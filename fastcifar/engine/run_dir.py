@@ -131,6 +131,7 @@ def claimed_run_dir(config, prepare: bool = True):
     except BaseException:
         if created:
             with contextlib.suppress(OSError):
-                (run_dir / LOCK_NAME).unlink(missing_ok=True)
+                if [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+                    (run_dir / LOCK_NAME).unlink()
                 run_dir.rmdir()  # only succeeds on an empty folder
         raise

@@ -102,7 +102,7 @@ def resume_seed_group(options: dict) -> dict:
 
 
 def _resumed_config(shared: TrainConfig, seed: int, run_dir: Path, given: dict) -> TrainConfig:
-    if (run_dir / CHECKPOINT_NAME).exists():  # resume.py's checks apply
+    if (run_dir / CHECKPOINT_NAME).exists():  # resolve.py checks --resume as for one run
         return resolve_config({**given, "resume": True, "out": str(run_dir)})
     config = resolve_config({**options_from_saved(shared, given), "seed": seed,
                              "out": str(run_dir)})

@@ -34,7 +34,7 @@ LAYERS = (
 ORDER = [name for name, _ in reversed(LAYERS)]
 # Optional packages: imported where a feature needs them, never on import. (Not triton:
 # torch's own flop counter imports it where it is installed.)
-OPTIONAL = ("ffcv", "nvidia.dali", "matplotlib")
+OPTIONAL = ("ffcv", "nvidia.dali", "matplotlib", "tensorboard")
 
 
 def layer_of(module: str) -> str:

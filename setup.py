@@ -11,6 +11,7 @@ EXTRAS = {
     "dali": ["nvidia-dali-cuda130==2.4.0"],
     "ffcv": ["ffcv==1.0.2", "opencv-python-headless"],
     "plot": ["matplotlib"],
+    "tb": ["tensorboard>=2.16"],
     "dev": ["pytest>=7", "matplotlib", "ruff==0.17.6"],
 }
 

@@ -43,7 +43,7 @@ fi
 pip_quiet --upgrade pip setuptools wheel
 "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null || pip_quiet $TORCH
 
-extras="dev,dali"
+extras="dev,dali,tb"
 if ffcv_buildable; then
     extras="$extras,ffcv"
 else

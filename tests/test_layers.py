@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow  # processes that start torch: seconds each
 LAYERS = (
     ("cli", ("fastcifar.cli", "fastcifar.__main__")),
     ("bench", ("fastcifar.bench",)),
+    ("experiments", ("fastcifar.experiments",)),
     ("engine", ("fastcifar.engine",)),
     ("pipelines", ("fastcifar.pipelines",)),
     ("models", ("fastcifar.models",)),
@@ -33,7 +34,7 @@ LAYERS = (
 ORDER = [name for name, _ in reversed(LAYERS)]
 # Optional packages: imported where a feature needs them, never on import. (Not triton:
 # torch's own flop counter imports it where it is installed.)
-OPTIONAL = ("ffcv", "nvidia.dali", "matplotlib")
+OPTIONAL = ("ffcv", "nvidia.dali", "matplotlib", "tensorboard")
 
 
 def layer_of(module: str) -> str:

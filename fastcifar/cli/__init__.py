@@ -9,7 +9,7 @@ import sys
 import click
 
 # The modules, not their commands: a command named like its module would hide it.
-from fastcifar.cli import bench, models, prepare, train
+from fastcifar.cli import bench, models, prepare, runs, train
 from fastcifar.errors import UserError
 
 
@@ -48,6 +48,7 @@ def main():
     fastcifar prepare --dataset cifar10
     fastcifar train --model resnet20 --epochs 30
     fastcifar bench --quick
+    fastcifar runs
     """
 
 
@@ -55,3 +56,4 @@ main.add_command(prepare.prepare)
 main.add_command(models.models)
 main.add_command(train.train)
 main.add_command(bench.bench)
+main.add_command(runs.runs)

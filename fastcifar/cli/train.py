@@ -11,6 +11,24 @@ def _flag(name, help):
     return click.option(f"--{name}/--no-{name}", default=None, help=help)
 
 
+def _parse_seeds(ctx, param, value):
+    """`5` means seeds 0..4; `0,1,2` those seeds."""
+    if value is None:
+        return None
+    try:
+        if "," not in value:
+            count = int(value)
+            if count < 1:
+                raise ValueError
+            return tuple(range(count))
+        seeds = tuple(int(s) for s in value.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter("give a count (5: seeds 0..4) or seeds, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise click.BadParameter("give distinct non-negative seeds, e.g. 0,1,2")
+    return seeds
+
+
 def _parse_epochs(ctx, param, value):
     if value is None:
         return None
@@ -74,10 +92,24 @@ def _parse_epochs(ctx, param, value):
 @_flag("compile", "torch.compile the model (on CUDA also graph-captured unless --no-graph).")
 @_flag("channels-last", "NHWC model and inputs (default: on).")
 @click.option("--seed", type=int)
+@click.option("--config", metavar="RUNDIR/config.json",
+              help="Start from a saved run's settings (RUNDIR also works); flags override. "
+                   "The new run's config.json records it as from_config.")
+@click.option("--seeds", metavar="N|S1,S2,...", callback=_parse_seeds,
+              help="One run per seed in RUNDIR/seed-<k>/ (N: seeds 0..N-1) and the "
+                   "statistics over them in RUNDIR/summary.json.")
+@click.option("--target-acc", type=float, metavar="ACC",
+              help="Record the first epoch and the training time (evaluation excluded) "
+                   "at which test_acc reached ACC (a fraction, e.g. 0.94).")
+@click.option("--stop-at-target", is_flag=True, default=None,
+              help="End the run (finished) at the epoch that reached --target-acc.")
+@_flag("tensorboard", "Also write the metrics and the lr per step to RUNDIR/tb/ "
+                      "(pip install 'fastcifar[tb]').")
 @click.option("--out", metavar="RUNDIR",
               help="Run directory. Default: runs/<model>-<dataset>-<time>.")
 @click.option("--resume", is_flag=True, default=None,
-              help="Continue RUNDIR from its last checkpoint.")
+              help="Continue RUNDIR from its last checkpoint (a seed group: its "
+                   "unfinished seeds).")
 @click.option("--force", is_flag=True, default=None, help="Overwrite an existing run in RUNDIR.")
 @_flag("progress", "Show a progress bar.")
 @click.option("--log-every", type=click.IntRange(min=1),
@@ -93,6 +125,10 @@ def train(**options):
       fastcifar train --model resnet20 --dataset cifar10 --device cpu --nproc 2
       fastcifar train --resume --out runs/resnet20-cifar10-20250101-120000
       torchrun --nproc-per-node 8 -m fastcifar train --model wrn28_10 --dataset cifar10
+      fastcifar train --config runs/resnet20-cifar10-20250101-120000 --seed 1
+      fastcifar train --model airbench94 --dataset cifar10 --seeds 5 --target-acc 0.94
+      fastcifar train --resume --out runs/airbench94-cifar10-20250101-130000   # a seed group
+      fastcifar train --model resnet20 --dataset cifar10 --tensorboard
 
     \b
     Recipes (flags override any value):
@@ -104,7 +140,6 @@ def train(**options):
     peak lr = base lr x global batch / recipe batch (stated in RUNDIR/config.json).
     """
     # Imported here, not at the top: they load torch, which `fastcifar --help` does not need.
-    from fastcifar.engine.loop import train as run
-    from fastcifar.engine.resolve import resolve_config
+    from fastcifar.experiments.launch import train_from_options
 
-    run(resolve_config(options))
+    train_from_options(options)

@@ -19,9 +19,11 @@ import torch
 
 from fastcifar.atomic import atomic_write
 from fastcifar.engine.migrate import CHECKPOINT_FORMAT, CONFIG_SCHEMA_VERSION, migrate_checkpoint
+from fastcifar.engine.run_dir import CHECKPOINT_NAME
 from fastcifar.errors import UserError
 
-CHECKPOINT_NAME = "checkpoint.pt"
+__all__ = ["CHECKPOINT_NAME", "load_checkpoint", "save_checkpoint", "rng_state",
+           "set_rng_state"]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:

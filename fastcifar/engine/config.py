@@ -18,7 +18,8 @@ from fastcifar.errors import UserError
 # Fields that may change when a run is resumed; every other field must match the saved
 # config, so that a resumed run is the run that was started.
 RUNTIME_FIELDS = frozenset(
-    {"out", "data_dir", "num_workers", "resume", "force", "progress", "log_every"}
+    {"out", "data_dir", "num_workers", "resume", "force", "progress", "log_every",
+     "target_acc", "tensorboard"}
 )
 # Written to config.json for the reader, recomputed from the fields when read back.
 DERIVED_KEYS = frozenset({"schema_version", "per_rank_batch_size", "lr_rule"})
@@ -57,6 +58,11 @@ class TrainConfig(Hyperparameters):
     # 2.14.1 (2026-11-29, quiet machine): 364-407 images/s NCHW vs 484-529 channels_last.
     channels_last: bool = True
     seed: int = 0
+    # experiments (see README "Experiments")
+    from_config: str | None = None  # the config.json this run was resolved from (--config)
+    target_acc: float | None = None  # summary.json records when test_acc first reached it
+    stop_at_target: bool = False  # end the run (finished) at the epoch that reached it
+    tensorboard: bool = False  # also write the metrics and the lr per step to RUNDIR/tb/
     # this invocation
     resume: bool = False
     force: bool = False

@@ -25,18 +25,21 @@ from fastcifar.engine.checkpoint import (
     set_rng_state,
 )
 from fastcifar.engine.ema import EMA
+from fastcifar.engine.epoch_end import EpochEnd
 from fastcifar.engine.evaluate import evaluate
 from fastcifar.engine.progress import EpochProgress, epoch_line, rates
 from fastcifar.engine.run_dir import (
     CONFIG_NAME,
     SUMMARY_NAME,
     claimed_run_dir,
+    write_diverged_marker,
     write_json_atomic,
     write_metrics,
 )
 from fastcifar.engine.runtime import in_torchrun
 from fastcifar.engine.schedule import build_schedule, lr_at
 from fastcifar.engine.step import SEEN
+from fastcifar.engine.target import target_summary
 from fastcifar.errors import UserError
 from fastcifar.models import count_params
 
@@ -119,7 +122,10 @@ class Trainer:
             if not config.resume:
                 write_json_atomic(self.run_dir / CONFIG_NAME, config.to_json())
             write_metrics(self.run_dir, self.history)
-        while self.epoch < config.epochs:
+        # TensorBoard and --stop-at-target (epoch_end.py)
+        epoch_end = EpochEnd(config, self.run_dir, self.schedule, is_main=self.ctx.is_main,
+                             history=self.history)
+        while self.epoch < config.epochs and not epoch_end.should_stop(self.history):
             record = self._train_epoch()
             self.history.append(record)
             self.epoch += 1
@@ -127,6 +133,8 @@ class Trainer:
             if self.ctx.is_main:
                 write_metrics(self.run_dir, self.history)
                 print(epoch_line(record, config.epochs), flush=True)
+            epoch_end(self.history)
+        epoch_end.close()
         return self._finish()
 
     def _train_epoch(self) -> dict:
@@ -195,10 +203,11 @@ class Trainer:
         path = self.run_dir / CHECKPOINT_NAME
         kept = (f"the last good checkpoint is {path} (epoch {self.epoch})" if self.epoch
                 else "no checkpoint was written")
-        raise TrainingDiverged(
-            f"training loss became {value} in epoch {self.epoch + 1} (step {self.step}); "
-            f"stopped, {kept}; try a lower --lr or a longer --warmup-epochs"
-        )
+        message = (f"training loss became {value} in epoch {self.epoch + 1} (step {self.step}); "
+                   f"stopped, {kept}; try a lower --lr or a longer --warmup-epochs")
+        if self.ctx.is_main:  # `fastcifar runs` reads it: the state "diverged"
+            write_diverged_marker(self.run_dir, self.epoch + 1, self.step, message)
+        raise TrainingDiverged(message)
 
     def _synchronize(self) -> None:
         if self.ctx.device.type == "cuda":
@@ -245,6 +254,7 @@ class Trainer:
         if not self.ctx.is_main:
             return None
         summary = summarize(self.config, self.history, self.model)
+        summary.update(target_summary(self.config, self.history))
         summary["param_checksums"] = checksums
         summary["ranks_in_sync"] = len(set(checksums)) == 1
         write_json_atomic(self.run_dir / SUMMARY_NAME, summary)

@@ -9,6 +9,8 @@ A file from a newer fastcifar is refused in one line.
 config.json schema versions
   0  (no schema_version; fastcifar up to commit aecc1fc, 2026-12-01)
   1  `lr` (the peak lr after batch scaling) is named `peak_lr`; `schema_version` added
+  2  adds from_config (null), target_acc (null), stop_at_target (false), tensorboard
+     (false): the experiment options, off in every run written before them
 
 checkpoint formats
   1  epoch, step, model, optimizer, ema, grad_scaler, rng (one per rank), history
@@ -20,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from fastcifar.errors import UserError
 
-CONFIG_SCHEMA_VERSION = 1
+CONFIG_SCHEMA_VERSION = 2
 CHECKPOINT_FORMAT = 2
 
 
@@ -30,12 +32,17 @@ def _config_0_to_1(data: dict) -> dict:
     return data
 
 
+def _config_1_to_2(data: dict) -> dict:
+    data.update(from_config=None, target_acc=None, stop_at_target=False, tensorboard=False)
+    return data
+
+
 def _checkpoint_1_to_2(state: dict) -> dict:
     state["config_schema"] = 0
     return state
 
 
-CONFIG_MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _config_0_to_1}
+CONFIG_MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _config_0_to_1, 1: _config_1_to_2}
 CHECKPOINT_MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _checkpoint_1_to_2}
 
 

@@ -3,7 +3,8 @@
 Order: the named recipe's values, then the options the user gave (epochs rescale the
 recipe's milestones and warmup unless those are given too), then what this machine
 decides (runtime.py), then the lr scaling rule; --resume starts from the run's saved
-config instead and lets only runtime fields change. Every bad input is one UserError line.
+config instead and lets only runtime fields change; --config takes a saved run's settings
+as options that the flags override (rerun.py). Every bad input is one UserError line.
 """
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ from fastcifar.backends import get_backend
 from fastcifar.datasets import get_dataset
 from fastcifar.engine.config import TrainConfig
 from fastcifar.engine.recipes import Recipe, default_recipe, get_recipe
+from fastcifar.engine.rerun import options_from_saved, read_config
 from fastcifar.engine.run_dir import read_saved_config
 from fastcifar.engine.runtime import cuda_device_count, resolve_execution
 from fastcifar.engine.schedule import SCHEDULES
-from fastcifar.errors import UserError, close_names_hint
+from fastcifar.errors import MissingExtraError, UserError, close_names_hint
+from fastcifar.extras import has_module
 from fastcifar.models import list_models, model_options
 
 # Keys resolve_config accepts besides TrainConfig fields.
-INPUT_ONLY_KEYS = frozenset({"gpus", "nproc", "amp"})
+INPUT_ONLY_KEYS = frozenset({"gpus", "nproc", "amp", "config"})
 # Fields resolve_config derives; they are never options.
 DERIVED_FIELDS = frozenset({"peak_lr", "reference_batch_size"})
 
@@ -47,6 +50,8 @@ def resolve_config(options: Mapping[str, Any], *, cuda_devices: int | None = Non
         raise UserError(f"unknown training option(s): {', '.join(sorted(unknown))}")
     if cuda_devices is None:
         cuda_devices = cuda_device_count()
+    if "config" in options:
+        return _resolve_rerun(options, cuda_devices, known_models)
     if options.get("resume"):
         return _resolve_resumed(options, cuda_devices, known_models)
     for key in ("model", "dataset"):
@@ -130,6 +135,18 @@ def _resolve_resumed(options, cuda_devices, known_models) -> TrainConfig:
     return config
 
 
+def _resolve_rerun(options, cuda_devices, known_models) -> TrainConfig:
+    """--config: a new run with a saved run's settings, the flags given now over them."""
+    if options.get("resume"):
+        raise UserError("--config starts a new run from a saved one and --resume continues "
+                        "one (--resume --out RUNDIR): give one of them")
+    file, saved = read_config(options["config"])
+    given = {k: v for k, v in options.items() if k != "config"}
+    config = resolve_config(options_from_saved(saved, given), cuda_devices=cuda_devices,
+                            known_models=known_models)
+    return dataclasses.replace(config, from_config=str(file.absolute()))
+
+
 def check_config(c: TrainConfig) -> None:
     """One UserError line for the first value that cannot work."""
     def need(ok: bool, message: str) -> None:
@@ -164,6 +181,11 @@ def check_config(c: TrainConfig) -> None:
     need(0 < c.ema_decay < 1 and c.ema_every >= 1, "EMA decay must be in (0, 1), every >= 1")
     need(c.num_workers >= 0, "--num-workers must be non-negative")
     need(c.log_every >= 1, "--log-every must be at least 1")
+    need(c.target_acc is None or 0 < c.target_acc <= 1,
+         "--target-acc is a fraction of the test set in (0, 1], e.g. 0.94")
+    need(not c.stop_at_target or c.target_acc is not None, "--stop-at-target needs --target-acc")
+    if c.tensorboard and not has_module("tensorboard"):
+        raise MissingExtraError("tensorboard", "tb")
     need(
         not (c.sync_bn and c.device == "cpu" and c.world_size > 1),
         "--sync-bn needs CUDA (torch's SyncBatchNorm has no CPU kernel)",

@@ -5,23 +5,37 @@
     RUNDIR/metrics.jsonl   one JSON object per finished epoch
     RUNDIR/checkpoint.pt   the latest epoch's checkpoint (see checkpoint.py)
     RUNDIR/summary.json    written last: its presence means the run finished
+    RUNDIR/diverged.json   the loss became NaN/inf: where, and the error (removed when
+                           the run is resumed or started over)
+    RUNDIR/tb/             TensorBoard event files (--tensorboard, see tensorboard.py)
+    RUNDIR/run.lock        held while a process trains here (run_lock.py)
+
+A seed group (--seeds, fastcifar/experiments/seeds.py) is a folder with seeds.json and
+one run directory per seed, seed-<k>/; its summary.json holds the statistics over seeds.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from fastcifar.atomic import atomic_write
-from fastcifar.engine.checkpoint import CHECKPOINT_NAME
+from fastcifar.engine.run_lock import LOCK_NAME, holding_run_lock
 from fastcifar.errors import UserError
 
+# The run directory's names: plain strings, so readers of run folders (`fastcifar runs`)
+# need not load torch (checkpoint.py, which does, imports its name from here).
 CONFIG_NAME = "config.json"
+CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
-RUN_FILES = (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, SUMMARY_NAME)
+DIVERGED_NAME = "diverged.json"
+TB_DIR_NAME = "tb"
+SEEDS_NAME = "seeds.json"
+RUN_FILES = (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, SUMMARY_NAME, DIVERGED_NAME)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -37,6 +51,11 @@ def write_metrics(run_dir: Path, records: Iterable[Mapping]) -> None:
     """Rewrite metrics.jsonl from the full history (atomic; a resumed run's file then
     holds exactly the epochs its checkpoint has seen)."""
     write_text_atomic(run_dir / METRICS_NAME, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def write_diverged_marker(run_dir: Path, epoch: int, step: int, message: str) -> None:
+    write_json_atomic(run_dir / DIVERGED_NAME, {"epoch": epoch, "step": step,
+                                                "error": message})
 
 
 def read_saved_config(run_dir: str | os.PathLike) -> dict:
@@ -60,6 +79,9 @@ def prepare_run_dir(config) -> Path:
     run's files.
     """
     run_dir = Path(config.out)
+    if (run_dir / SEEDS_NAME).exists():
+        raise UserError(f"{run_dir} holds a seed group ({SEEDS_NAME}); continue it with "
+                        "--resume --out on the group, or choose another --out")
     finished = (run_dir / SUMMARY_NAME).exists()
     has_run = (run_dir / CHECKPOINT_NAME).exists() or finished
     if config.resume:
@@ -72,6 +94,7 @@ def prepare_run_dir(config) -> Path:
                 f"--resume: {run_dir} has no checkpoint yet (stopped in its first epoch); "
                 "start it again without --resume"
             )
+        (run_dir / DIVERGED_NAME).unlink(missing_ok=True)  # it runs again
         return run_dir
     if has_run and not config.force:
         if finished:
@@ -89,6 +112,7 @@ def prepare_run_dir(config) -> Path:
         raise UserError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / TB_DIR_NAME, ignore_errors=True)
     return run_dir
 
 
@@ -98,12 +122,16 @@ def claimed_run_dir(config, prepare: bool = True):
     run that fails before writing anything leaves no empty folder it created behind."""
     run_dir = Path(config.out)
     created = prepare and not run_dir.exists()
-    if prepare:
-        prepare_run_dir(config)
     try:
-        yield run_dir
+        # Held for the whole run by the main process: marks the run as live (run_lock.py).
+        with holding_run_lock(run_dir) if prepare else contextlib.nullcontext():
+            if prepare:
+                prepare_run_dir(config)
+            yield run_dir
     except BaseException:
         if created:
             with contextlib.suppress(OSError):
+                if [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+                    (run_dir / LOCK_NAME).unlink()
                 run_dir.rmdir()  # only succeeds on an empty folder
         raise

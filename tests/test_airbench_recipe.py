@@ -337,3 +337,54 @@ def test_a_recipe_run_trains_whitens_freezes_and_resumes_exactly(airbench_data, 
 def test_build_augment_carries_the_recipes_translate_and_flip(tmp_path):
     augment = build_augment(airbench_config(tmp_path))
     assert (augment.padding, augment.pad_mode, augment.alternating_flip) == (2, "reflect", True)
+
+
+# -- on a GPU (skipped without one; benchmarks/gpu_suite.sh runs `pytest -m cuda`) --------
+
+
+@pytest.mark.cuda
+def test_cuda_group_lr_scale_written_between_replays_changes_the_update():
+    """The scale is read at replay time: freezing a group (scale 0) after capture stops
+    its updates, a new scale applies to the next replay, the other group keeps lr."""
+    from fastcifar.engine.step import GraphRunner, StepBuffers, TrainStep
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.Flatten(), nn.LazyLinear(10))
+    model = model.cuda()
+    model(torch.zeros(1, 3, 32, 32, device="cuda"))  # materialise the lazy layer
+    lr = torch.zeros((), dtype=torch.float32, device="cuda")
+    buffers = StepBuffers.allocate(8, 10, soft_targets=False, lr=lr)
+    opt = SGD([{"params": [model[0].bias], "name": "whiten_bias", "lr_scale": 1.0},
+               {"params": [model[0].weight, model[2].weight, model[2].bias]}],
+              lr=lr, momentum=0.0)
+    runner = GraphRunner(TrainStep(model, opt, buffers), warmup_steps=2)
+    g = torch.Generator(device="cuda").manual_seed(1)
+    data = [(torch.randn(8, 3, 32, 32, device="cuda", generator=g).contiguous(
+                memory_format=torch.channels_last),
+             torch.randint(0, 10, (8,), device="cuda", generator=g)) for _ in range(6)]
+    lr.fill_(0.1)
+    for x, y in data[:3]:
+        runner(x, y)
+    assert runner.captured
+    bias, weight = model[0].bias, model[2].weight
+    for scale, (x, y) in zip((0.0, 2.0, 0.0), data[3:]):
+        opt.set_lr_scale("whiten_bias", scale)
+        before_bias, before_weight = bias.detach().clone(), weight.detach().clone()
+        runner(x, y)
+        torch.cuda.synchronize()
+        torch.testing.assert_close(bias.detach(), before_bias - 0.1 * scale * bias.grad,
+                                   rtol=0, atol=1e-6)
+        torch.testing.assert_close(weight.detach(), before_weight - 0.1 * weight.grad,
+                                   rtol=0, atol=1e-6)
+
+
+@pytest.mark.cuda
+def test_cuda_airbench94_recipe_run_with_graph(tmp_path):
+    """The whole recipe on the GPU path: bf16, captured step, Triton op with reflect
+    translate and alternating flip, lookahead, TTA level 2."""
+    data_dir = prepare_dataset(tmp_path, 2048, 512, seed=3)
+    config = airbench_config(tmp_path, data_dir=data_dir, batch_size=256, progress=False)
+    assert config.device == "cuda" and config.graph and config.dtype == "bf16"
+    summary = loop.train(config)
+    assert summary["steps"] == 80 and summary["test_acc"] >= 0.9
+    assert summary["init_seconds"] > 0

@@ -154,9 +154,10 @@ class Trainer:
         )
         lr = self.schedule.peak_lr
         start = time.perf_counter()
-        batches = iter(self.train_loader)
         cut_short = steps < self.steps_per_epoch  # the last epoch of a fractional run
+        batches = None
         try:
+            batches = iter(self.train_loader)
             for index, (images, targets) in enumerate(
                     itertools.islice(batches, steps) if cut_short else batches):
                 lr = self.train_batch(images, targets)

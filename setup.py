@@ -12,7 +12,8 @@ EXTRAS = {
     "ffcv": ["ffcv==1.0.2", "opencv-python-headless"],
     "plot": ["matplotlib"],
     "tb": ["tensorboard>=2.16"],
-    "dev": ["pytest>=7", "matplotlib", "ruff==0.17.6"],
+    # airbench: the reference tests/test_airbench_parity.py holds --recipe airbench94 to
+    "dev": ["pytest>=7", "matplotlib", "ruff==0.17.6", "airbench==0.1.8"],
 }
 
 setup(

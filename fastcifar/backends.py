@@ -21,6 +21,8 @@ class Backend:
     summary: str  # one line for help texts
     extra: str | None = None  # pip extra: pip install 'fastcifar[<extra>]'
     import_name: str | None = None  # the package the extra provides
+    # Draws flips per sample, not per batch position (alternating flip needs that).
+    alternating_flip: bool = False
 
     @property
     def install_hint(self) -> str | None:
@@ -29,7 +31,8 @@ class Backend:
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("native", "fastcifar.pipelines.native", "native",
-            "uint8 dataset on the device, one fused augment launch per batch (default)"),
+            "uint8 dataset on the device, one fused augment launch per batch (default)",
+            alternating_flip=True),
     Backend("ffcv", "fastcifar.pipelines.ffcv_loader", "ffcv",
             "FFCV's Loader over the .beton, the fused op as an FFCV operation",
             extra="ffcv", import_name="ffcv"),
@@ -73,3 +76,11 @@ def require_extra(name: str):
 def format_extra(fmt: str) -> Backend | None:
     """The backend whose optional package writes and reads shard format `fmt`, if any."""
     return next((b for b in BACKENDS.values() if b.shard_format == fmt and b.extra), None)
+
+
+def check_flip_support(name: str, alternating_flip: bool) -> None:
+    """One UserError line when backend `name` cannot run alternating flip."""
+    if alternating_flip and not get_backend(name).alternating_flip:
+        able = ", ".join(b.name for b in BACKENDS.values() if b.alternating_flip)
+        raise UserError(f"alternating flip (airbench's, the airbench94 recipe) runs on the "
+                        f"{able} backend only, not {name}")

@@ -84,13 +84,18 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused to load {module}.{name}")
 
 
-def unpickle_restricted(data: bytes, what: str) -> dict:
+def load_restricted(data: bytes, what: str):
+    """Unpickle numpy arrays and plain containers only (Python 2 strings as bytes)."""
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as exc:
         raise UserError(f"{what}: not a CIFAR pickle ({exc})") from None
     except Exception as exc:  # truncated or garbage bytes
         raise UserError(f"{what}: corrupt or truncated pickle ({type(exc).__name__})") from None
+
+
+def unpickle_restricted(data: bytes, what: str) -> dict:
+    obj = load_restricted(data, what)
     if not isinstance(obj, dict):
         raise UserError(f"{what}: not a CIFAR batch (expected a dict)")
     return obj

@@ -17,7 +17,7 @@ import importlib
 
 import torch
 
-from fastcifar.backends import get_backend
+from fastcifar.backends import check_flip_support, get_backend
 from fastcifar.pipelines.base import BaseLoader, LoaderSpec, make_spec
 
 __all__ = ["BaseLoader", "LoaderSpec", "create_loader"]
@@ -35,6 +35,7 @@ def create_loader(backend: str, dataset: str, split: str, *, batch_size: int, tr
     prefetch_queue_depth and record_indices; torchvision takes persistent_workers.
     """
     loader_module = get_backend(backend).loader_module
+    check_flip_support(backend, augment is not None and augment.alternating_flip)
     spec = make_spec(dataset, split, batch_size=batch_size, train=train, augment=augment,
                      device=device, dtype=dtype, data_dir=data_dir, seed=seed, rank=rank,
                      world_size=world_size, num_workers=num_workers, drop_last=drop_last)

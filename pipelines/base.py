@@ -14,7 +14,7 @@ evaluation keeps the whole block, so ranks may differ by one sample (and then by
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 
 import numpy as np
@@ -23,15 +23,18 @@ import torch
 from fastcifar.augment import AugmentConfig, AugmentParams, identity_params, sample_params
 from fastcifar.augment.autoaugment import sample_autoaugment
 from fastcifar.augment.call import OUTPUT_DTYPES
+from fastcifar.augment.params import alternating_flips, sample_base_flips
 from fastcifar.datasets import get_dataset
 from fastcifar.errors import UserError
 
 # Independent random streams drawn from (seed, epoch): the order is shared by every rank
-# (so their blocks are disjoint); augmentation streams also take the rank.
+# (so their blocks are disjoint); augmentation streams also take the rank. The base flips
+# of alternating flip belong to the images: one draw per run (epoch 0, rank 0).
 ORDER_STREAM = 0
 AUGMENT_STREAM = 1
 MIX_STREAM = 2
 AUTOAUGMENT_STREAM = 3
+BASE_FLIP_STREAM = 4
 
 
 @dataclass(frozen=True)
@@ -149,16 +152,36 @@ def spec_epoch_indices(spec: LoaderSpec, num_samples: int, epoch: int,
                          batch_size=spec.batch_size, drop_last=spec.drop_last, device=device)
 
 
-def epoch_batch_params(spec: LoaderSpec, sizes: list[int], epoch: int):
+def epoch_batch_params(spec: LoaderSpec, sizes: list[int], epoch: int,
+                       indices: torch.Tensor | None = None, num_samples: int | None = None):
     """(AugmentParams, AutoAugmentParams or None) per batch of one epoch: the draws of the
-    backends that run the fused op (native, ffcv), from (seed, epoch, rank) alone."""
+    backends that run the fused op (native, ffcv), from (seed, epoch, rank) alone.
+
+    Alternating flip (spec.augment.alternating_flip) needs the epoch's sample `indices`
+    (the batches' concatenation) and the split's `num_samples`: a sample's flip is its
+    run-long base flip, inverted in odd epochs."""
     generator = stream_generator(spec, epoch, AUGMENT_STREAM)
     params = iter_batch_params(spec.augment, sizes, generator, spec.device)
+    if spec.augment.alternating_flip:
+        params = _with_alternating_flips(params, spec, epoch, indices, num_samples)
     if not spec.augment.autoaugment:
         return zip(params, repeat(None))
     policy_generator = stream_generator(spec, epoch, AUTOAUGMENT_STREAM)
     return zip(params, (sample_autoaugment(size, policy_generator, spec.device)
                         for size in sizes))
+
+
+def _with_alternating_flips(params, spec: LoaderSpec, epoch: int, indices, num_samples):
+    if indices is None or num_samples is None:
+        raise ValueError("alternating flip needs the epoch's indices and the split's size")
+    generator = make_generator(derive_seed(spec.seed, 0, BASE_FLIP_STREAM), spec.device)
+    base = sample_base_flips(num_samples, generator, spec.device)
+    flips = alternating_flips(base, indices.to(spec.device), epoch)
+    start = 0
+    for batch in params:
+        size = batch.batch_size
+        yield replace(batch, flip=flips[start:start + size])
+        start += size
 
 
 def iter_batch_params(config: AugmentConfig, sizes: list[int], generator: torch.Generator,

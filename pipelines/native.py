@@ -44,7 +44,9 @@ class NativeLoader(BaseLoader):
         order = self.epoch_indices()
         sizes = batch_sizes(order.shape[0], self.spec.batch_size)
         start = 0
-        for size, batch_params in zip(sizes, epoch_batch_params(self.spec, sizes, self.epoch)):
+        params = epoch_batch_params(self.spec, sizes, self.epoch, indices=order,
+                                    num_samples=self.num_samples)
+        for size, batch_params in zip(sizes, params):
             yield order[start:start + size], batch_params
             start += size
 

@@ -44,7 +44,7 @@ def test_registry_lists_every_family():
         "preact_resnet18", "preact_resnet20", "wrn28_10", "wrn16_8", "wrn28_2",
         "resnext29", "resnext29_1x64d", "resnext29_2x64d", "resnext29_4x64d",
         "resnext29_8x64d", "resnext29_16x64d", "resnext29_32x4d",
-        "resnet50_cifar", "resnet9", "airbench94",
+        "resnet50_cifar", "resnet9", "airbench94", "airbench94_v0",
     }  # fmt: skip
     assert set(ALL_MODELS) == expected
 
@@ -61,6 +61,9 @@ def test_forward_backward_channels_last(name):
     F.cross_entropy(logits, torch.tensor([3, 7])).backward()
     assert torch.equal(images, original), "the forward pass modified its input"
     for param_name, param in model.named_parameters():
+        if not param.requires_grad:  # frozen by design (airbench94's whitening, BN weights)
+            assert param.grad is None, f"{param_name} is frozen but got a gradient"
+            continue
         assert param.grad is not None, f"{param_name} got no gradient"
         assert torch.isfinite(param.grad).all(), param_name
         assert param.grad.abs().sum() > 0, f"{param_name} got an all-zero gradient"
@@ -242,14 +245,14 @@ def test_param_groups_split_decay_and_no_decay(name):
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
     decay_ids = {id(p) for p in decay["params"]}
     no_decay_ids = {id(p) for p in no_decay["params"]}
-    all_ids = [id(p) for p in model.parameters()]
+    all_ids = [id(p) for p in model.parameters() if p.requires_grad]  # frozen ones left out
     assert len(decay["params"]) + len(no_decay["params"]) == len(all_ids)
     assert decay_ids | no_decay_ids == set(all_ids) and not decay_ids & no_decay_ids
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            assert id(module.weight) in decay_ids
+            assert id(module.weight) in decay_ids or not module.weight.requires_grad
         if isinstance(module, nn.BatchNorm2d):
-            assert {id(module.weight), id(module.bias)} <= no_decay_ids
+            assert {id(p) for p in module.parameters() if p.requires_grad} <= no_decay_ids
         if getattr(module, "bias", None) is not None:
             assert id(module.bias) in no_decay_ids
 

@@ -24,6 +24,10 @@ class AugmentConfig:
     padding: int = 4
     pad_mode: str = "zero"
     flip: bool = True
+    # airbench's flip: each image mirrored or not at random once per run, then the other
+    # way in every odd epoch. The loader's sampler draws it (pipelines/base.py): it
+    # depends on the sample, not on its place in a batch.
+    alternating_flip: bool = False
     cutout: int = 0
     erase_prob: float = 0.0
     erase_area: tuple[float, float] = (0.02, 0.33)
@@ -76,6 +80,7 @@ def _validate(config: AugmentConfig) -> None:
             f"num_classes must be a positive integer, got {config.num_classes}")
     require(int(config.padding) == config.padding and 0 <= config.padding < IMAGE_SIZE,
             f"padding must be an integer in [0, {IMAGE_SIZE - 1}], got {config.padding}")
+    require(config.flip or not config.alternating_flip, "alternating_flip needs flip")
     require(config.pad_mode in PAD_MODES,
             f"pad_mode must be one of {', '.join(PAD_MODES)}, got {config.pad_mode!r}")
     require(int(config.cutout) == config.cutout and 0 <= config.cutout <= IMAGE_SIZE,

@@ -189,3 +189,17 @@ def _sample_mixing(draw: _Draw, batch_size: int, config: AugmentConfig,
     else:
         params.mix_weight = lam_mixup
         params.target_weight = lam_mixup.clone()
+
+
+def alternating_flips(base_flips: torch.Tensor, indices: torch.Tensor,
+                      epoch: int) -> torch.Tensor:
+    """int32 flips of the samples `indices` in `epoch` under alternating flip: each
+    sample's run-long draw (base_flips, int32 [N] over the whole split), inverted in odd
+    epochs."""
+    return base_flips[indices] ^ (epoch & 1)
+
+
+def sample_base_flips(num_samples: int, generator: torch.Generator | None,
+                      device: torch.device | str) -> torch.Tensor:
+    """int32 [N]: each sample's flip for even epochs under alternating flip (fair coins)."""
+    return _Draw(generator, torch.device(device)).randint(0, 2, (num_samples,))

@@ -46,7 +46,8 @@ def _parse_epochs(ctx, param, value):
               help="Prepared data. Default: $FASTCIFAR_DATA, else ~/.cache/fastcifar.")
 @click.option("--recipe", type=click.Choice(list(RECIPES)),
               help="Named defaults (see below). Default: fast for resnet9/airbench*, else paper.")
-@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True),
+              help="Epochs; a fraction cuts the last one short (airbench94: 9.9).")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Global batch, split over processes.")
 @click.option("--lr", "base_lr", type=float,
@@ -75,7 +76,10 @@ def _parse_epochs(ctx, param, value):
 @_flag("autoaugment", "AutoAugment, CIFAR-10 policy.")
 @_flag("ema", "Evaluate an exponential moving average of the weights.")
 @click.option("--ema-decay", type=float)
-@_flag("tta", "Test-time augmentation: average with the mirrored image.")
+@click.option("--tta", type=click.IntRange(0, 2), is_flag=False, flag_value=1,
+              help="Test-time augmentation: 0 none, 1 (--tta alone) mirror, 2 mirror + "
+                   "1-pixel translations.")
+@click.option("--no-tta", is_flag=True, default=None, help="The same as --tta 0.")
 @click.option("--eval-batch-size", type=click.IntRange(min=1))
 @click.option("--backend", type=click.Choice(BACKEND_NAMES),
               help=f"Data loader. Default: {DEFAULT_BACKEND}.")
@@ -122,6 +126,7 @@ def train(**options):
       fastcifar train --model resnet20 --dataset cifar10 --epochs 30
       fastcifar train --model resnext29_8x64d --dataset cifar100 --recipe paper --gpus 4
       fastcifar train --model resnet9 --dataset cifar10 --recipe fast
+      fastcifar train --model airbench94 --dataset cifar10 --recipe airbench94
       fastcifar train --model resnet20 --dataset cifar10 --device cpu --nproc 2
       fastcifar train --resume --out runs/resnet20-cifar10-20250101-120000
       torchrun --nproc-per-node 8 -m fastcifar train --model wrn28_10 --dataset cifar10
@@ -137,9 +142,16 @@ def train(**options):
               erasing 0.25, label smoothing 0.1, Nesterov, no decay on bias/BN, zero-init
       fast    16 epochs, batch 512, linear warmup 3 then linear decay, label smoothing
               0.2, Nesterov, EMA, flip TTA (resnet9 / airbench94)
+      airbench94  airbench94's recipe exactly: 9.9 epochs, batch 1024, triangle lr,
+              Nesterov 0.85, BN lr x64, lookahead, alternating flip, reflect translate 2,
+              label smoothing 0.2, TTA 2 (native backend)
     peak lr = base lr x global batch / recipe batch (stated in RUNDIR/config.json).
     """
     # Imported here, not at the top: they load torch, which `fastcifar --help` does not need.
     from fastcifar.experiments.launch import train_from_options
 
+    if options.pop("no_tta"):
+        if options["tta"] not in (None, 0):
+            raise click.UsageError(f"--no-tta contradicts --tta {options['tta']}")
+        options["tta"] = 0
     train_from_options(options)

@@ -9,9 +9,10 @@
 Modules: config (the TrainConfig schema), migrate (reading older run files), resolve
 (recipe + flags + resume -> TrainConfig), runtime (device, dtype, graph, torchrun env),
 recipes (named defaults), schedule (lr as a pure function of the step), optim (SGD with a
-device-tensor lr), step (the train step over static buffers; eager and CUDA-graph
-runners), evaluate, ema, checkpoint, dist (process groups and local launch), build
-(model/loaders/wrapping), progress, run_dir, loop (the epochs).
+device-tensor lr and per-group lr scales), step (the train step over static buffers;
+eager and CUDA-graph runners), evaluate (with TTA levels), ema, lookahead (airbench's),
+checkpoint, dist (process groups and local launch), build (model/loaders/wrapping and
+the data-dependent init), progress, run_dir, loop (the epochs).
 
 This package file imports nothing, so the CLI can read recipes and schedules (plain
 data) without loading torch.

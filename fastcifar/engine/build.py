@@ -1,16 +1,24 @@
 """Turn a TrainConfig into the objects a run needs: model, loaders, wrapped model."""
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from fastcifar.augment import AugmentConfig
+from fastcifar.augment import AugmentConfig, make_lut
+from fastcifar.backends import get_backend
 from fastcifar.datasets import get_dataset
 from fastcifar.engine.optim import build_optimizer
 from fastcifar.engine.step import TORCH_DTYPES, StepBuffers, TrainStep, make_runner
-from fastcifar.models import create_model
+from fastcifar.models import create_model, init_whitening, whitening_layers
 from fastcifar.pipelines import create_loader
+from fastcifar.storage import load
+
+# airbench initialises its whitening stem from the first 5,000 training images, unaugmented.
+WHITENING_IMAGES = 5000
 
 
 def build_model(config, device: torch.device) -> nn.Module:
@@ -35,6 +43,9 @@ def build_augment(config):
     and the loss smooths them (cheaper, and accuracy reads the true label)."""
     return AugmentConfig.for_dataset(
         config.dataset,
+        padding=config.crop_padding,
+        pad_mode=config.pad_mode,
+        alternating_flip=config.flip_mode == "alternating",
         cutout=config.cutout,
         erase_prob=config.erase_prob,
         autoaugment=config.autoaugment,
@@ -42,6 +53,26 @@ def build_augment(config):
         cutmix_alpha=config.cutmix,
         label_smoothing=config.label_smoothing if config.mixing else 0.0,
     )
+
+
+def init_from_data(config, model: nn.Module, device: torch.device) -> float:
+    """Data-dependent initialisation: a whitening stem (airbench94's) takes its filters
+    from the first WHITENING_IMAGES training images, normalised as the loader does, in
+    the split's official order (the same on every rank). Returns the seconds it took
+    (0 for a model without one); airbench counts this time as training time."""
+    if not whitening_layers(model):
+        return 0.0
+    start = time.perf_counter()
+    # A loader reading the native shard has just checked its checksum (build_loaders).
+    checked = get_backend(config.backend).shard_format == "native"
+    images, _ = load(config.dataset, "train", config.data_dir, verify=not checked, mmap=True)
+    batch = torch.from_numpy(np.array(images[:WHITENING_IMAGES])).to(device)  # a copy: writable
+    lut = make_lut(AugmentConfig.none(config.dataset), device=device)
+    normalised = lut[torch.arange(3, device=device), batch.long()].permute(0, 3, 1, 2)
+    init_whitening(model, normalised)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def loss_label_smoothing(config) -> float:

@@ -7,8 +7,9 @@ leaves either the previous checkpoint or the new one, never a torn file.
 Contents (plain tensors, dicts, lists and numbers, so torch.load(weights_only=True)
 reads it): format (see migrate.py: older checkpoints are migrated on load), config_schema
 (the config.json schema of the run), epoch (completed epochs), step (optimizer steps
-taken), model, optimizer, ema (or None), grad_scaler (or None), rng (one entry per rank:
-CPU and CUDA generator states) and history (the metrics.jsonl records so far).
+taken), model, optimizer, ema (or None), lookahead (or None), grad_scaler (or None),
+rng (one entry per rank: CPU and CUDA generator states) and history (the metrics.jsonl
+records so far).
 """
 from __future__ import annotations
 

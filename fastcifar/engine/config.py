@@ -90,6 +90,7 @@ class TrainConfig(Hyperparameters):
     def to_json(self) -> dict:
         data = {"schema_version": CONFIG_SCHEMA_VERSION, **dataclasses.asdict(self)}
         data["milestones"] = list(self.milestones)
+        data["triangle"] = list(self.triangle)
         data["per_rank_batch_size"] = self.per_rank_batch_size
         data["lr_rule"] = self.lr_rule
         return data
@@ -112,6 +113,8 @@ class TrainConfig(Hyperparameters):
                             f"{', '.join(unknown)}")
         values = {k: v for k, v in data.items() if k in names}
         values["milestones"] = tuple(values.get("milestones", ()))
+        if "triangle" in values:
+            values["triangle"] = tuple(values["triangle"])
         return cls(**values)
 
     def identity(self) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fastcifar.engine.step import (
@@ -13,17 +14,36 @@ from fastcifar.engine.step import (
     cross_entropy,
 )
 
+TTA_LEVELS = (0, 1, 2)
 
-def predict(model, images: Tensor, *, tta: bool = False) -> Tensor:
-    """Logits; with tta, the mean of the logits of the image and its mirror image."""
-    logits = model(images).float()
-    if tta:
-        logits = 0.5 * (logits + model(images.flip(3)).float())
+
+def predict(model, images: Tensor, *, tta: int = 0) -> Tensor:
+    """float32 logits of normalised images, with test-time augmentation (airbench's levels):
+
+    0  the image alone
+    1  the mean of the image's and its mirror image's logits
+    2  half of level 1, plus half the mean of level 1 over the image translated by one
+       pixel up-left and one pixel down-right (reflect padding)
+    """
+    if tta not in TTA_LEVELS:
+        raise ValueError(f"tta must be one of {TTA_LEVELS}, got {tta!r}")
+    if tta == 0:
+        return model(images).float()
+    logits = _mirrored(model, images)
+    if tta == 2:
+        padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+        height, width = images.shape[-2:]
+        translated = [padded[:, :, :height, :width], padded[:, :, 2:, 2:]]
+        logits = 0.5 * logits + 0.25 * sum(_mirrored(model, t) for t in translated)
     return logits
 
 
+def _mirrored(model, images: Tensor) -> Tensor:
+    return 0.5 * model(images).float() + 0.5 * model(images.flip(3)).float()
+
+
 @torch.no_grad()
-def evaluate(model, loader, *, device, dtype: str = "fp32", tta: bool = False,
+def evaluate(model, loader, *, device, dtype: str = "fp32", tta: int = 0,
              channels_last: bool = True) -> Tensor:
     """float64 [3] on the device: summed loss, correct count, samples (see step.py).
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import time
@@ -27,6 +28,8 @@ from fastcifar.engine.checkpoint import (
 from fastcifar.engine.ema import EMA
 from fastcifar.engine.epoch_end import EpochEnd
 from fastcifar.engine.evaluate import evaluate
+from fastcifar.engine.lookahead import Lookahead
+from fastcifar.engine.optim import epoch_lr_scales
 from fastcifar.engine.progress import EpochProgress, epoch_line, rates
 from fastcifar.engine.run_dir import (
     CONFIG_NAME,
@@ -95,10 +98,18 @@ class Trainer:
                 f"the {config.dataset} training set: no full batch per epoch"
             )
         self.schedule = build_schedule(config, self.steps_per_epoch)
+        # Fractional epochs (airbench's 9.9): the last epoch stops at the schedule's end.
+        self.num_epochs = math.ceil(self.schedule.total_steps / self.steps_per_epoch)
+        # A checkpoint holds the initialised weights: a resumed run needs no data for them.
+        self.init_seconds = 0.0 if config.resume else build.init_from_data(
+            config, self.model, device)
 
         self.buffers, self.optimizer, self.grad_scaler = build.build_step_state(
             config, self.model, device)
         self.ema = EMA(self.model, config.ema_decay, config.ema_every) if config.ema else None
+        self.lookahead = Lookahead(
+            self.model, total_steps=self.schedule.total_steps, decay=config.lookahead_decay,
+            every=config.lookahead_every) if config.lookahead else None
 
         self.epoch, self.step, self.history = 0, 0, []
         rng = None
@@ -125,14 +136,14 @@ class Trainer:
         # TensorBoard and --stop-at-target (epoch_end.py)
         epoch_end = EpochEnd(config, self.run_dir, self.schedule, is_main=self.ctx.is_main,
                              history=self.history)
-        while self.epoch < config.epochs and not epoch_end.should_stop(self.history):
+        while self.epoch < self.num_epochs and not epoch_end.should_stop(self.history):
             record = self._train_epoch()
             self.history.append(record)
             self.epoch += 1
             self._save()
             if self.ctx.is_main:
                 write_metrics(self.run_dir, self.history)
-                print(epoch_line(record, config.epochs), flush=True)
+                print(epoch_line(record, self.num_epochs), flush=True)
             epoch_end(self.history)
         epoch_end.close()
         return self._finish()
@@ -140,16 +151,23 @@ class Trainer:
     def _train_epoch(self) -> dict:
         config, ctx, buffers = self.config, self.ctx, self.buffers
         self.train_loader.set_epoch(self.epoch)
+        for group, scale in epoch_lr_scales(config, self.epoch).items():
+            self.optimizer.set_lr_scale(group, scale)
+        steps = min(self.steps_per_epoch, self.schedule.total_steps - self.step)
         buffers.reset_metrics()
         progress = EpochProgress(
-            epoch=self.epoch, epochs=config.epochs, steps=self.steps_per_epoch,
+            epoch=self.epoch, epochs=self.num_epochs, steps=steps,
             metrics=buffers.metrics, images_per_step=config.batch_size,
             log_every=config.log_every, enabled=config.progress and ctx.is_main,
         )
         lr = self.schedule.peak_lr
         start = time.perf_counter()
+        cut_short = steps < self.steps_per_epoch  # the last epoch of a fractional run
+        batches = None
         try:
-            for index, (images, targets) in enumerate(self.train_loader):
+            batches = iter(self.train_loader)
+            for index, (images, targets) in enumerate(
+                    itertools.islice(batches, steps) if cut_short else batches):
                 lr = self.train_batch(images, targets)
                 running_loss = progress.step(index, lr)
                 if running_loss is not None and not ctx.distributed and \
@@ -157,6 +175,8 @@ class Trainer:
                     self._diverged(running_loss)
         finally:
             progress.close()
+            if cut_short and hasattr(batches, "close"):
+                batches.close()  # stop the loader's generator now, not when collected
         self._synchronize()
         train_seconds = time.perf_counter() - start
         train = dist.all_reduce_sum(buffers.metrics.clone(), ctx).tolist()
@@ -197,6 +217,8 @@ class Trainer:
         self.step += 1
         if self.ema is not None:
             self.ema.maybe_update(self.step - 1)
+        if self.lookahead is not None:
+            self.lookahead.maybe_update(self.step)
         return lr
 
     def _diverged(self, value: float) -> None:
@@ -225,6 +247,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead else None,
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler else None,
             "rng": rngs,
             "history": self.history,
@@ -236,6 +259,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.lookahead is not None and state.get("lookahead") is not None:
+            self.lookahead.load_state_dict(state["lookahead"])
         if self.grad_scaler is not None and state.get("grad_scaler") is not None:
             self.grad_scaler.load_state_dict(state["grad_scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
@@ -255,6 +280,7 @@ class Trainer:
             return None
         summary = summarize(self.config, self.history, self.model)
         summary.update(target_summary(self.config, self.history))
+        summary["init_seconds"] = self.init_seconds
         summary["param_checksums"] = checksums
         summary["ranks_in_sync"] = len(set(checksums)) == 1
         write_json_atomic(self.run_dir / SUMMARY_NAME, summary)

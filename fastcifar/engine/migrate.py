@@ -11,10 +11,15 @@ config.json schema versions
   1  `lr` (the peak lr after batch scaling) is named `peak_lr`; `schema_version` added
   2  adds from_config (null), target_acc (null), stop_at_target (false), tensorboard
      (false): the experiment options, off in every run written before them
+  3  the airbench94 recipe (issue 15): `tta` is a level (0, 1, 2), not a bool; new fields
+     triangle, bn_lr_scale, whiten_bias_epochs, crop_padding, pad_mode, flip_mode,
+     lookahead, lookahead_decay, lookahead_every; `epochs` may be fractional; the model
+     `airbench94` is now airbench's exact net, and the earlier one is `airbench94_v0`
 
 checkpoint formats
   1  epoch, step, model, optimizer, ema, grad_scaler, rng (one per rank), history
   2  adds `config_schema`: the config.json schema the run was written with
+  3  adds `lookahead`: the lookahead's slow weights (None without lookahead)
 """
 from __future__ import annotations
 
@@ -22,8 +27,8 @@ from typing import Any, Callable, Mapping
 
 from fastcifar.errors import UserError
 
-CONFIG_SCHEMA_VERSION = 2
-CHECKPOINT_FORMAT = 2
+CONFIG_SCHEMA_VERSION = 3
+CHECKPOINT_FORMAT = 3
 
 
 def _config_0_to_1(data: dict) -> dict:
@@ -37,13 +42,36 @@ def _config_1_to_2(data: dict) -> dict:
     return data
 
 
+def _config_2_to_3(data: dict) -> dict:
+    """The airbench94 recipe's fields, set to what runs before it did."""
+    data["tta"] = 1 if data.get("tta") else 0
+    data.update(triangle=[0.2, 0.23, 0.07], bn_lr_scale=1.0, whiten_bias_epochs=None,
+                crop_padding=4, pad_mode="zero", flip_mode="random", lookahead=False,
+                lookahead_decay=0.95, lookahead_every=5)
+    if data.get("model") == "airbench94":
+        data["model"] = "airbench94_v0"  # the net such a run trained
+    return data
+
+
 def _checkpoint_1_to_2(state: dict) -> dict:
     state["config_schema"] = 0
     return state
 
 
-CONFIG_MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _config_0_to_1, 1: _config_1_to_2}
-CHECKPOINT_MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _checkpoint_1_to_2}
+def _checkpoint_2_to_3(state: dict) -> dict:
+    state["lookahead"] = None
+    return state
+
+
+CONFIG_MIGRATIONS: dict[int, Callable[[dict], dict]] = {
+    0: _config_0_to_1,
+    1: _config_1_to_2,
+    2: _config_2_to_3,
+}
+CHECKPOINT_MIGRATIONS: dict[int, Callable[[dict], dict]] = {
+    1: _checkpoint_1_to_2,
+    2: _checkpoint_2_to_3,
+}
 
 
 def _upgrade(data: dict, key: str, version: Any, latest: int, migrations, what: str) -> dict:

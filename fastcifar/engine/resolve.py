@@ -13,9 +13,10 @@ import math
 import time
 from typing import Any, Mapping
 
-from fastcifar.backends import get_backend
+from fastcifar.backends import check_flip_support, get_backend
 from fastcifar.datasets import get_dataset
 from fastcifar.engine.config import TrainConfig
+from fastcifar.engine.evaluate import TTA_LEVELS
 from fastcifar.engine.recipes import Recipe, default_recipe, get_recipe
 from fastcifar.engine.rerun import options_from_saved, read_config
 from fastcifar.engine.run_dir import read_saved_config
@@ -107,6 +108,10 @@ def _rescale_schedule(values: dict, options: Mapping[str, Any], recipe: Recipe) 
         if "warmup_epochs" not in options:
             values["warmup_epochs"] = recipe.warmup_epochs * ratio
     values["milestones"] = tuple(float(m) for m in values.get("milestones", ()))
+    values["triangle"] = tuple(float(v) for v in values["triangle"])
+    epochs = values["epochs"]
+    values["epochs"] = int(epochs) if float(epochs).is_integer() else float(epochs)
+    values["tta"] = int(values["tta"])  # a bool from older callers: True is level 1
 
 
 def _resolve_resumed(options, cuda_devices, known_models) -> TrainConfig:
@@ -154,7 +159,7 @@ def check_config(c: TrainConfig) -> None:
             raise UserError(message)
 
     get_backend(c.backend)
-    need(c.epochs >= 1, "--epochs must be at least 1")
+    need(math.isfinite(c.epochs) and c.epochs > 0, "--epochs must be a positive number")
     need(c.batch_size >= 1, "--batch-size must be at least 1")
     need(
         c.batch_size % c.world_size == 0,
@@ -169,14 +174,29 @@ def check_config(c: TrainConfig) -> None:
     need(all(0 < m < c.epochs for m in c.milestones), "milestones must lie inside the run")
     need(list(c.milestones) == sorted(c.milestones), "--milestones must be in increasing order")
     need(math.isfinite(c.gamma) and 0 < c.gamma, "--gamma must be a positive number")
+    need(c.schedule != "triangle" or c.warmup_epochs == 0,
+         "the triangle schedule rises on its own: --warmup-epochs must be 0 with it")
+    start, peak_at, end = c.triangle
+    need(start >= 0 and end >= 0 and 0 <= peak_at < 1,
+         "triangle must be (start >= 0, peak_at in [0, 1), end >= 0)")
     need(0 <= c.min_lr <= c.peak_lr, "--min-lr must be in [0, lr]")
     need(0 <= c.momentum < 1, "--momentum must be in [0, 1)")
     need(not c.nesterov or c.momentum > 0, "Nesterov needs a momentum above 0")
     need(c.weight_decay >= 0, "--wd must be non-negative")
+    need(math.isfinite(c.bn_lr_scale) and c.bn_lr_scale > 0, "bn_lr_scale must be positive")
+    need(c.whiten_bias_epochs is None or c.whiten_bias_epochs >= 0,
+         "whiten_bias_epochs must be non-negative (or None: never frozen)")
     need(0 <= c.label_smoothing < 1, "--label-smoothing must be in [0, 1)")
     need(c.mixup >= 0 and c.cutmix >= 0, "--mixup/--cutmix alphas must be non-negative")
     need(0 <= c.erase_prob <= 1, "--erase-prob must be in [0, 1]")
     need(c.cutout >= 0, "--cutout must be non-negative")
+    need(0 <= c.crop_padding < 32, "crop_padding must be in [0, 31]")
+    need(c.pad_mode in ("zero", "reflect"), "pad_mode must be zero or reflect")
+    need(c.flip_mode in ("random", "alternating"), "flip_mode must be random or alternating")
+    check_flip_support(c.backend, c.flip_mode == "alternating")
+    need(c.tta in TTA_LEVELS, "--tta must be 0 (none), 1 (mirror) or 2 (mirror + translate)")
+    need(0 < c.lookahead_decay < 1 and c.lookahead_every >= 1,
+         "lookahead decay must be in (0, 1), every >= 1")
     need(0 <= c.drop_path < 1, "--drop-path must be in [0, 1)")
     need(0 < c.ema_decay < 1 and c.ema_every >= 1, "EMA decay must be in (0, 1), every >= 1")
     need(c.num_workers >= 0, "--num-workers must be non-negative")

@@ -4,6 +4,7 @@
 """
 # Importing the family modules registers their models.
 from . import (  # noqa: F401
+    airbench,
     fast_nets,
     preact_resnet,
     resnet50_cifar,
@@ -14,6 +15,7 @@ from . import (  # noqa: F401
 from .counting import count_flops, count_params, format_model_table, model_info, param_groups
 from .layers import DropPath
 from .registry import create_model, get_builder, list_models, model_options, register_model
+from .whitening import init_whitening, whitening_layers
 
 __all__ = [
     "DropPath",
@@ -22,9 +24,11 @@ __all__ = [
     "create_model",
     "format_model_table",
     "get_builder",
+    "init_whitening",
     "list_models",
     "model_info",
     "model_options",
     "param_groups",
     "register_model",
+    "whitening_layers",
 ]

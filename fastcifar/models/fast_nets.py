@@ -1,8 +1,10 @@
 """Small fast nets for speed runs, where the input pipeline is the bottleneck.
 
-Both keep PyTorch's default init, which their published recipes were tuned with, and
-scale the logits down by a constant (the recipes' temperature) instead of tuning the
-loss. Plain modules: BN stays float under autocast, no custom kernels.
+Both keep PyTorch's default init and scale the logits down by a constant (the recipes'
+temperature) instead of tuning the loss. Plain modules: BN stays float under autocast,
+no custom kernels. airbench94's exact network is in airbench.py; `airbench94_v0` here is
+fastcifar's earlier approximation of it, kept so that runs started with it resume (an
+older config.json naming `airbench94` is migrated to it, see engine/migrate.py).
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ class ResNet9(nn.Module):
         return self.linear(self.body(x)) * self.logit_scale
 
 
-class ConvGroup(nn.Module):
+class ConvGroupV0(nn.Module):
     """airbench's block: conv, 2x2 max-pool, BN, GELU, conv, BN, GELU (pooling before
     BN runs the BN and second conv on a quarter of the pixels)."""
 
@@ -72,11 +74,11 @@ class ConvGroup(nn.Module):
         return self.act(self.bn2(self.conv2(x)))
 
 
-class Airbench94(nn.Module):
-    """The airbench94 network (Keller Jordan 2024), without whitening init, 2.0M parameters.
+class Airbench94V0(nn.Module):
+    """fastcifar's first airbench94 (before schema 2), 2.0M parameters: airbench's shape
+    without its whitening init, BN settings or dirac init.
 
-    A 2x2 conv stem with 24 filters (airbench initialises it from patch whitening and
-    freezes it; here it is an ordinary trainable conv), GELU, three ConvGroups of
+    A 2x2 conv stem with 24 filters (an ordinary trainable conv), GELU, three ConvGroups of
     64-256-256 filters (31 -> 15 -> 7 -> 3 pixels), global max-pool, bias-free linear,
     logits x 1/9.
     """
@@ -87,9 +89,9 @@ class Airbench94(nn.Module):
         self.body = nn.Sequential(
             nn.Conv2d(3, 24, kernel_size=2, padding=0, bias=True),
             nn.GELU(),
-            ConvGroup(24, 64),
-            ConvGroup(64, 256),
-            ConvGroup(256, 256),
+            ConvGroupV0(24, 64),
+            ConvGroupV0(64, 256),
+            ConvGroupV0(256, 256),
             nn.AdaptiveMaxPool2d(1),
             nn.Flatten(1),
         )
@@ -106,6 +108,6 @@ def resnet9(num_classes: int = 10, **options) -> ResNet9:
 
 
 @register_model
-def airbench94(num_classes: int = 10, **options) -> Airbench94:
-    """airbench94 network without whitening init, 2.0M parameters."""
-    return Airbench94(num_classes, **options)
+def airbench94_v0(num_classes: int = 10, **options) -> Airbench94V0:
+    """fastcifar's earlier airbench94 approximation (no whitening), kept for old runs."""
+    return Airbench94V0(num_classes, **options)

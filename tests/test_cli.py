@@ -25,7 +25,7 @@ def test_bad_input_is_one_line_on_stderr(args, message):
 
 def test_every_command_has_help_with_examples():
     runner = CliRunner()
-    for command in ("prepare", "train", "bench", "models"):
+    for command in ("prepare", "train", "bench", "models", "eval", "predict", "export"):
         result = runner.invoke(main, [command, "--help"])
         assert result.exit_code == 0, result.output
         assert "Examples:" in result.output and f"fastcifar {command}" in result.output

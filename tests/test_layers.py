@@ -35,7 +35,8 @@ LAYERS = (
 ORDER = [name for name, _ in reversed(LAYERS)]
 # Optional packages: imported where a feature needs them, never on import. (Not triton:
 # torch's own flop counter imports it where it is installed.)
-OPTIONAL = ("ffcv", "nvidia.dali", "matplotlib", "onnx", "onnxscript", "onnxruntime")
+OPTIONAL = ("ffcv", "nvidia.dali", "matplotlib", "onnx", "onnxscript", "onnxruntime",
+            "safetensors")
 
 
 def layer_of(module: str) -> str:

@@ -26,13 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save as safetensors_bytes
 
 from fastcifar.atomic import atomic_write
 from fastcifar.errors import UserError
 from fastcifar.extras import require_module
 from fastcifar.use import EXPORT_FORMATS
-from fastcifar.use.exported import NormalizedModel, export_metadata, load_safetensors_model
+from fastcifar.use.exported import (
+    NormalizedModel,
+    export_metadata,
+    load_safetensors_model,
+    require_safetensors,
+)
 from fastcifar.use.model import open_run
 
 RELATIVE_TOLERANCE = {"torchscript": 1e-5, "onnx": 1e-4, "safetensors": 0.0}
@@ -61,8 +65,10 @@ def export(request: ExportRequest) -> dict:
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: the folder {out.parent} does not exist")
     if request.format == "onnx":  # before the slow part, one line if the extra is missing
-        for package in ("onnxscript", "onnxruntime"):
+        for package in ("onnx", "onnxscript", "onnxruntime"):
             require_module(package, "onnx")
+    elif request.format == "safetensors":
+        require_safetensors()
 
     run = open_run(request.run_dir, "cpu")
     model = NormalizedModel(run.model.to(memory_format=torch.contiguous_format),
@@ -129,7 +135,7 @@ def _read_onnx(path: Path):
 def _write_safetensors(model, metadata: dict) -> bytes:
     # safetensors stores contiguous tensors: the registry model's own weights, no wrapper
     state = {k: v.detach().contiguous() for k, v in model.model.state_dict().items()}
-    return safetensors_bytes(state, metadata=metadata)
+    return require_safetensors().torch.save(state, metadata=metadata)
 
 
 FORMATS = {

@@ -16,11 +16,10 @@ import json
 import os
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from fastcifar.errors import UserError
+from fastcifar.extras import require_module
 from fastcifar.models import create_model
 
 INPUT = "float32 RGB [N, 3, 32, 32] in [0, 1]; the model normalises by itself"
@@ -41,6 +40,14 @@ class NormalizedModel(nn.Module):
         return self.model((images - self.mean) / self.std)
 
 
+def require_safetensors():
+    """The safetensors package. A core dependency, imported on use all the same: an install
+    made with --no-deps (a GPU machine without a package index) may lack it, and only
+    export needs it."""
+    require_module("safetensors.torch", None, package="safetensors")
+    return require_module("safetensors", None)
+
+
 def export_metadata(run) -> dict[str, str]:
     return {
         "model": run.config.model,
@@ -58,11 +65,12 @@ def export_metadata(run) -> dict[str, str]:
 def load_safetensors_model(path: str | os.PathLike) -> NormalizedModel:
     """An exported .safetensors file as a NormalizedModel in eval mode: the registry model
     its metadata names, with its weights, behind its normalisation; class_names attached."""
+    safetensors = require_safetensors()
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safetensors.safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
+        state = safetensors.torch.load_file(str(path))
+    except (safetensors.SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
     missing = [k for k in METADATA_KEYS if k not in metadata]
     if missing:

@@ -71,6 +71,8 @@ def array_loader(run, settings: InferenceSettings, images: np.ndarray,
                      augment=None, device=run.device, dtype=TORCH_DTYPES[settings.dtype],
                      data_dir=None, seed=config.seed, rank=0, world_size=1, num_workers=0,
                      drop_last=False)
+    if not images.flags.writeable:  # memory-mapped (a corruption file): this part in memory
+        images = np.array(images)
     return NativeLoader(spec, images, np.asarray(labels, dtype=np.int64))
 
 

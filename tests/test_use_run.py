@@ -78,14 +78,14 @@ def test_eval_reproduces_the_runs_test_accuracy(trained):
     assert report["metrics"]["accuracy"] == summary["test_acc"]
     assert report["metrics"]["loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
     assert report["recorded"] == {"test_acc": summary["test_acc"], "epoch": 1,
-                                  "same_settings": True}
+                                  "same_settings": True, "run_settings": {}}
     # the prepared data's own class names (the generated archive's)
     assert [row["class"] for row in report["metrics"]["per_class"]][:2] == ["class_0", "class_1"]
     plain = evaluate(EvalRequest(run_dir=str(run_dir), device="cpu", tta=False))
     images, labels = fastcifar.load("cifar10", "test", trained[1])
     expected = reference_logits(run_dir, images, tta=False).argmax(dim=1).numpy()
     assert plain["metrics"]["accuracy"] == np.mean(expected == labels)
-    assert plain["recorded"]["same_settings"] is False
+    assert plain["recorded"]["run_settings"] == {"tta": True}
 
 
 def test_npy_pair_tables_match_independent_predictions(trained, pool, tmp_path):
@@ -214,7 +214,7 @@ def test_cli_eval_predict_export_on_the_run(trained, tmp_path):
                                   str(tmp_path / "eval.json"), "--plot", str(tmp_path / "e.png")])
     assert result.exit_code == 0, result.output
     assert f"accuracy {100 * summary['test_acc']:.2f}%" in result.output
-    assert "with the same TTA, dtype and loader" in result.output
+    assert "with the same TTA, dtype, loader and device" in result.output
     assert json.loads((tmp_path / "eval.json").read_text())["metrics"]["accuracy"] == \
         summary["test_acc"]
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -5,15 +5,17 @@ weights, test set, TTA, device, dtype), the metrics (accuracy, loss, per-class a
 confusion matrix, ECE with its 15-bin reliability table) and, for a corruptions folder,
 the accuracy per corruption and severity with their mean. On the prepared split it also
 carries the test accuracy the run recorded for the same checkpoint: with the run's TTA,
-dtype and backend the two are equal (the batches, the model and the arithmetic are the
-run's own).
+dtype, backend and device kind the two are equal (the batches, the model and the
+arithmetic are the run's own).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from fastcifar.datasets import get_dataset
 from fastcifar.engine.build import configure_backends
 from fastcifar.errors import UserError
 from fastcifar.use.inference import (
@@ -23,7 +25,7 @@ from fastcifar.use.inference import (
     prepared_test_loader,
 )
 from fastcifar.use.metrics import MetricsAccumulator
-from fastcifar.use.model import open_run
+from fastcifar.use.model import open_run, read_run_config
 from fastcifar.use.testsets import (
     corruption_files,
     load_archive_test_split,
@@ -72,7 +74,10 @@ class EvalRequest:
 
 
 def evaluate(request: EvalRequest) -> dict:
-    kind = request.test_set_kind
+    # The test set is read and checked before the model is loaded: a mistake in it is one
+    # line at once (every corruption file too, memory-mapped, not after an hour of others).
+    config = read_run_config(Path(request.run_dir))
+    test_set, data = _read_test_set(request, config)
     run = open_run(request.run_dir, request.device)
     settings = InferenceSettings.for_run(run, dtype=request.dtype, tta=request.tta,
                                          batch_size=request.batch_size,
@@ -83,60 +88,73 @@ def evaluate(request: EvalRequest) -> dict:
         "checkpoint_epoch": run.epoch, "weights": run.weights, "tta": settings.tta,
         "device": str(run.device), "dtype": settings.dtype, "batch_size": settings.batch_size,
     }
-    if kind == "corruptions":
-        return {**report, **_evaluate_corruptions(run, settings, request.corruptions)}
-    if kind == "prepared":
-        backend = request.backend or run.config.backend
-        loader = prepared_test_loader(run, settings, backend=backend, data_dir=request.data_dir)
-        test_set = {"kind": "prepared", "dataset": run.config.dataset, "split": "test",
-                    "backend": backend}
+    if test_set["kind"] == "corruptions":
+        return {**report, **_evaluate_corruptions(run, settings, test_set, data)}
+    if test_set["kind"] == "prepared":
+        loader = prepared_test_loader(run, settings, backend=test_set["backend"],
+                                      data_dir=request.data_dir)
     else:
-        arrays = (load_npy_pair(request.images, request.labels, run.num_classes)
-                  if kind == "npy" else load_archive_test_split(request.source, run.config.dataset))
-        loader = array_loader(run, settings, arrays.images, arrays.labels)
-        test_set = {"kind": kind, "path": request.images or request.source}
-        if kind == "npy":
-            test_set["labels"] = request.labels
-    metrics = _accumulate(run, loader, settings, "eval")
+        loader = array_loader(run, settings, data.images, data.labels)
+    metrics = _accumulate(run, loader, settings).result()
     report["test_set"] = {**test_set, "num_images": metrics.num_images}
     report["metrics"] = metrics.to_json(run.class_names)
-    if kind == "prepared":
-        report["recorded"] = {
-            "test_acc": run.recorded_test_acc, "epoch": run.epoch,
-            "same_settings": (settings.tta == run.config.tta
-                              and settings.dtype == run.config.dtype
-                              and test_set["backend"] == run.config.backend),
-        }
+    if test_set["kind"] == "prepared":
+        report["recorded"] = _recorded(run, settings, test_set["backend"])
     return report
 
 
-def _accumulate(run, loader, settings, description: str):
+def _read_test_set(request: EvalRequest, config):
+    """(what the report says of the test set, its arrays or its corruption severities)."""
+    kind, dataset = request.test_set_kind, config.dataset
+    num_classes = get_dataset(dataset).num_classes
+    if kind == "prepared":
+        return ({"kind": kind, "dataset": dataset, "split": "test",
+                 "backend": request.backend or config.backend}, None)
+    if kind == "npy":
+        return ({"kind": kind, "path": request.images, "labels": request.labels},
+                load_npy_pair(request.images, request.labels, num_classes))
+    if kind == "source":
+        return ({"kind": kind, "path": request.source},
+                load_archive_test_split(request.source, dataset))
+    return ({"kind": kind, "path": request.corruptions},
+            [(name, load_corruption(path, num_classes))
+             for name, path in corruption_files(request.corruptions)])
+
+
+def _recorded(run, settings: InferenceSettings, backend: str) -> dict:
+    """The run's own test accuracy for this checkpoint, and the settings it differs in."""
+    config = run.config
+    ran = {"tta": config.tta, "dtype": config.dtype, "loader": config.backend,
+           "device": config.device}
+    here = {"tta": settings.tta, "dtype": settings.dtype, "loader": backend,
+            "device": run.device.type}
+    return {"test_acc": run.recorded_test_acc, "epoch": run.epoch,
+            "same_settings": ran == here,
+            "run_settings": {k: v for k, v in ran.items() if here[k] != v}}
+
+
+def _accumulate(run, loader, settings: InferenceSettings,
+                description: str = "eval") -> MetricsAccumulator:
     metrics = MetricsAccumulator(run.num_classes, run.device)
     for logits, targets in iter_logits(run.model, loader, settings, description):
         metrics.update(logits, targets)
-    return metrics.result()
+    return metrics
 
 
-def _evaluate_corruptions(run, settings, folder) -> dict:
-    # Every file is opened (memory-mapped) and checked before the first batch runs, so a
-    # malformed file is reported at once, not after an hour of the others.
-    corruptions = [(name, load_corruption(path, run.num_classes))
-                   for name, path in corruption_files(folder)]
+def _evaluate_corruptions(run, settings: InferenceSettings, test_set: dict,
+                          corruptions: list) -> dict:
     pooled = MetricsAccumulator(run.num_classes, run.device)
     table = {}
     for name, severities in corruptions:
         table[name] = []
         for subset in severities:
-            metrics = MetricsAccumulator(run.num_classes, run.device)
             loader = array_loader(run, settings, subset.images, subset.labels)
-            for logits, targets in iter_logits(run.model, loader, settings, subset.name):
-                metrics.update(logits, targets)
+            metrics = _accumulate(run, loader, settings, subset.name)
             pooled.merge(metrics)
             table[name].append(metrics.result().accuracy)
     result = pooled.result()
     return {
-        "test_set": {"kind": "corruptions", "path": str(folder),
-                     "num_images": result.num_images},
+        "test_set": {**test_set, "num_images": result.num_images},
         "corruptions": table,
         "mean_corruption_accuracy": float(np.mean([a for accs in table.values() for a in accs])),
         "metrics": result.to_json(run.class_names),

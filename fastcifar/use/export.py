@@ -54,6 +54,35 @@ class ExportRequest:
 
 def export(request: ExportRequest) -> dict:
     """Write and check the file; returns what was written and how close it came."""
+    out = _output_path(request)
+    if request.format == "onnx":  # before the slow part, one line if the extra is missing
+        for package in ("onnx", "onnxscript", "onnxruntime"):
+            require_module(package, "onnx")
+    elif request.format == "safetensors":
+        require_safetensors()
+
+    run = open_run(request.run_dir, "cpu")
+    model = NormalizedModel(run.model.to(memory_format=torch.contiguous_format),
+                            run.mean, run.std).eval()
+    write, read = FORMATS[request.format]
+    data = write(model, export_metadata(run))
+    rtol = RELATIVE_TOLERANCE[request.format]
+    with atomic_write(out, "wb") as f:  # takes the name `out` only once checked
+        f.write(data)
+        f.flush()
+        difference, scale = _largest_difference(read(Path(f.name)), model)
+        if not difference <= rtol * scale:
+            raise UserError(
+                f"export check failed: the {request.format} file's logits differ from the "
+                f"model's by {difference:.3g} (tolerance {rtol * scale:.3g}); nothing was "
+                "written")
+    return {"format": request.format, "path": str(out), "bytes": out.stat().st_size,
+            "model": run.config.model, "weights": run.weights, "epoch": run.epoch,
+            "check_batches": list(CHECK_BATCHES), "max_abs_difference": difference,
+            "max_abs_logit": scale, "relative_tolerance": rtol}
+
+
+def _output_path(request: ExportRequest) -> Path:
     if request.format not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {request.format!r}; choose from: "
                         f"{', '.join(EXPORT_FORMATS)}")
@@ -64,47 +93,33 @@ def export(request: ExportRequest) -> dict:
         raise UserError(f"{out} exists; pass --force to replace it")
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: the folder {out.parent} does not exist")
-    if request.format == "onnx":  # before the slow part, one line if the extra is missing
-        for package in ("onnx", "onnxscript", "onnxruntime"):
-            require_module(package, "onnx")
-    elif request.format == "safetensors":
-        require_safetensors()
+    return out
 
-    run = open_run(request.run_dir, "cpu")
-    model = NormalizedModel(run.model.to(memory_format=torch.contiguous_format),
-                            run.mean, run.std).eval()
-    metadata = export_metadata(run)
-    write, read = FORMATS[request.format]
-    data = write(model, metadata)
+
+@torch.no_grad()
+def _largest_difference(exported, model) -> tuple[float, float]:
+    """(max |exported - eager| logit, max |eager| logit) over random [0, 1] batches of the
+    CHECK_BATCHES sizes; inf when the exported model gives another shape."""
     generator = torch.Generator().manual_seed(0)
-    batches = [torch.rand(n, 3, 32, 32, generator=generator) for n in CHECK_BATCHES]
-    with torch.no_grad():
-        expected = [model(batch) for batch in batches]
-    with atomic_write(out, "wb") as f:  # takes the name `out` only once checked
-        f.write(data)
-        f.flush()
-        exported = read(Path(f.name))
-        with torch.no_grad():
-            got = [exported(batch) for batch in batches]
-        shapes_ok = all(g.shape == e.shape for g, e in zip(got, expected))
-        difference = max((g - e).abs().max().item() for g, e in zip(got, expected)) \
-            if shapes_ok else float("inf")
-        scale = max(e.abs().max().item() for e in expected)
-        tolerance = RELATIVE_TOLERANCE[request.format] * scale
-        if not difference <= tolerance:
-            raise UserError(
-                f"export check failed: the {request.format} file's logits differ from the "
-                f"model's by {difference:.3g} (tolerance {tolerance:.3g}); nothing was written")
-    return {"format": request.format, "path": str(out), "bytes": out.stat().st_size,
-            "model": run.config.model, "weights": run.weights, "epoch": run.epoch,
-            "check_batches": list(CHECK_BATCHES), "max_abs_difference": difference,
-            "max_abs_logit": scale, "relative_tolerance": RELATIVE_TOLERANCE[request.format]}
+    difference, scale = 0.0, 0.0
+    for size in CHECK_BATCHES:
+        images = torch.rand(size, 3, 32, 32, generator=generator)
+        expected, got = model(images), exported(images)
+        if got.shape != expected.shape:
+            return float("inf"), expected.abs().max().item()
+        difference = max(difference, (got - expected).abs().max().item())
+        scale = max(scale, expected.abs().max().item())
+    return difference, scale
+
+
+def _example_batch() -> torch.Tensor:
+    return torch.rand(TRACE_BATCH, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
 def _write_torchscript(model, metadata: dict) -> bytes:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r".*torch\.jit.*deprecated", FutureWarning)
-        traced = torch.jit.trace(model, torch.rand(TRACE_BATCH, 3, 32, 32), check_trace=False)
+        traced = torch.jit.trace(model, _example_batch(), check_trace=False)
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer, _extra_files={"fastcifar.json": json.dumps(metadata)})
     return buffer.getvalue()
@@ -119,7 +134,7 @@ def _read_torchscript(path: Path):
 
 def _write_onnx(model, metadata: dict) -> bytes:
     batch = torch.export.Dim("batch")
-    program = torch.onnx.export(model, (torch.rand(TRACE_BATCH, 3, 32, 32),), dynamo=True,
+    program = torch.onnx.export(model, (_example_batch(),), dynamo=True,
                                 dynamic_shapes=({0: batch},), input_names=["images"],
                                 output_names=["logits"], verbose=False)
     program.model.metadata_props.update(metadata)

@@ -83,14 +83,15 @@ def open_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     weights = "ema" if config.ema and state.get("ema") else "model"
     tensors = state["ema"]["model"] if weights == "ema" else state["model"]
     device = resolve_device(device)
-    with torch.random.fork_rng(devices=[]):  # building draws initial weights: keep the
-        # caller's random stream as it was
+    # Building draws initial weights (then overwritten): the caller's CPU random stream is
+    # left as it was. SyncBatchNorm is a training matter: plain BN in eval mode.
+    with torch.random.fork_rng(devices=[]):
         model = build_model(dataclasses.replace(config, sync_bn=False), device)
     try:
         model.load_state_dict(tensors)
     except RuntimeError:
-        raise UserError(f"{checkpoint} does not hold the weights of a {config.model} for "
-                        f"{config.dataset} (its config.json says so)") from None
+        raise UserError(f"{checkpoint} does not hold {config.model} weights for "
+                        f"{config.dataset}, which {CONFIG_NAME} says it does") from None
     model.eval()
     class_names = read_class_names(config.dataset, config.data_dir)
     mean, std = get_dataset(config.dataset).mean, get_dataset(config.dataset).std

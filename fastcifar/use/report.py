@@ -16,6 +16,12 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+def _setting(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
 def format_eval(report: dict) -> str:
     metrics = report["metrics"]
     test_set = report["test_set"]
@@ -31,8 +37,9 @@ def format_eval(report: dict) -> str:
     ]
     recorded = report.get("recorded")
     if recorded and recorded["test_acc"] is not None:
-        same = ("the same TTA, dtype and loader" if recorded["same_settings"]
-                else "other TTA, dtype or loader settings")
+        differences = ", ".join(f"{k} {_setting(v)}" for k, v in recorded["run_settings"].items())
+        same = (f"other settings (the run's: {differences})" if differences
+                else "the same TTA, dtype, loader and device")
         lines.append(f"the run recorded test_acc {_percent(recorded['test_acc'])} after epoch "
                      f"{recorded['epoch']}, with {same}")
     if "corruptions" in report:

@@ -6,4 +6,14 @@ optional backends are imported where they are used.
 from fastcifar.storage import load
 
 __version__ = "0.1.0"
-__all__ = ["load", "__version__"]
+__all__ = ["load", "load_model", "__version__"]
+
+
+def load_model(run_dir, device="cpu"):
+    """The trained model of a run directory: a plain torch nn.Module in eval mode (EMA
+    weights when the run used EMA), with class_names, normalization, model_name and
+    dataset attached. See fastcifar/use/model.py."""
+    # Imported on call: it loads torch, which `import fastcifar` does not.
+    from fastcifar.use.model import load_model as load_run_model
+
+    return load_run_model(run_dir, device)

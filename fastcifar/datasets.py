@@ -35,6 +35,7 @@ class DatasetSpec:
     python: ArchiveSpec
     binary: ArchiveSpec
     default_cutout: int
+    class_names: tuple[str, ...]  # the official archive's meta file, in label order
 
     def archive(self, layout: str) -> ArchiveSpec:
         return self.python if layout == "python" else self.binary
@@ -48,6 +49,8 @@ CIFAR10 = DatasetSpec(
     mean=(0.4914, 0.4822, 0.4465),
     std=(0.2470, 0.2435, 0.2616),
     default_cutout=16,
+    class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck"),
     python=ArchiveSpec(
         layout="python",
         url=_TORONTO + "cifar-10-python.tar.gz",
@@ -84,6 +87,16 @@ CIFAR100 = DatasetSpec(
     mean=(0.5071, 0.4865, 0.4409),
     std=(0.2673, 0.2564, 0.2762),
     default_cutout=8,
+    class_names=tuple("""
+        apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge
+        bus butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud
+        cockroach couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox
+        girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man
+        maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree
+        pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray
+        road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel
+        streetcar sunflower sweet_pepper table tank telephone television tiger tractor train
+        trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()),
     python=ArchiveSpec(
         layout="python",
         url=_TORONTO + "cifar-100-python.tar.gz",

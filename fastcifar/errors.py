@@ -11,12 +11,12 @@ class UserError(Exception):
 
 
 class MissingExtraError(UserError):
-    """An optional backend (ffcv, dali, ...) is needed but not installed."""
+    """An optional backend (ffcv, dali, ...) is needed but not installed (extra None: a
+    dependency that an install made with --no-deps can lack)."""
 
-    def __init__(self, package: str, extra: str):
-        super().__init__(
-            f"{package} is not installed; install it with: pip install 'fastcifar[{extra}]'"
-        )
+    def __init__(self, package: str, extra: str | None):
+        command = f"pip install 'fastcifar[{extra}]'" if extra else f"pip install {package}"
+        super().__init__(f"{package} is not installed; install it with: {command}")
 
 
 def close_names_hint(name: str, known) -> str:

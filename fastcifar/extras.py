@@ -23,8 +23,10 @@ def has_module(import_name: str) -> bool:
         return False
 
 
-def require_module(import_name: str, extra: str, package: str | None = None) -> ModuleType:
-    """Import `import_name`, or raise MissingExtraError naming `pip install 'fastcifar[extra]'`."""
+def require_module(import_name: str, extra: str | None,
+                   package: str | None = None) -> ModuleType:
+    """Import `import_name`, or raise MissingExtraError naming `pip install 'fastcifar[extra]'`
+    (or `pip install <package>` when extra is None)."""
     try:
         return importlib.import_module(import_name)
     except ImportError:

@@ -6,6 +6,7 @@ checked, so a bad source becomes one clear UserError instead of a traceback.
 """
 from __future__ import annotations
 
+import codecs
 import contextlib
 import copyreg
 import functools
@@ -59,10 +60,21 @@ def reading(path: Path):
 
 # --- restricted unpickling -------------------------------------------------------------
 
+def _latin1_encode(text, encoding):
+    """`_codecs.encode` as pickle uses it, and only that: a Python 3 pickle of protocol
+    2 or lower stores each bytes object as `_codecs.encode(text, "latin1")`."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(
+            f"refused to call _codecs.encode with ({type(text).__name__}, {encoding!r})")
+    return codecs.encode(text, "latin1")
+
+
 @functools.lru_cache(maxsize=1)
 def _allowed_globals() -> dict:
-    """The only callables a CIFAR pickle needs: numpy's array rebuilders and object."""
+    """The only callables a CIFAR pickle needs: numpy's array rebuilders, object, and the
+    latin1 bytes rebuilder of pickles written by Python 3 with protocol 2."""
     return {
+        ("_codecs", "encode"): _latin1_encode,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
         ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
@@ -210,6 +222,13 @@ def _find_layout(spec: DatasetSpec, names: set, where: Path) -> tuple[ArchiveSpe
 
 # --- decoding ------------------------------------------------------------------------------
 
+def _field(batch: dict, name: str):
+    """batch[name]: the official pickles (Python 2) have bytes keys, pickles written by
+    Python 3 converters have str keys."""
+    value = batch.get(name.encode())
+    return batch.get(name) if value is None else value
+
+
 def _to_nhwc(rows: np.ndarray) -> np.ndarray:
     # CIFAR rows are 1024 R, 1024 G, 1024 B values of a row-major 32x32 image.
     return np.ascontiguousarray(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
@@ -222,12 +241,13 @@ def _check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
 
 def _decode_python_batch(spec: DatasetSpec, data: bytes, what: str):
     batch = unpickle_restricted(data, what)
-    label_key = b"labels" if spec.num_classes == 10 else b"fine_labels"
-    if b"data" not in batch or label_key not in batch:
+    rows = _field(batch, "data")
+    labels = _field(batch, "labels" if spec.num_classes == 10 else "fine_labels")
+    if rows is None or labels is None:
         keys = sorted(k.decode(errors="replace") if isinstance(k, bytes) else str(k) for k in batch)
         raise UserError(f"{what}: missing data or labels (keys: {', '.join(keys)}); wrong dataset?")
-    rows = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[label_key], dtype=np.int64)
+    rows = np.asarray(rows)
+    labels = np.asarray(labels, dtype=np.int64)
     if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != IMAGE_BYTES:
         raise UserError(f"{what}: data is {rows.dtype}{list(rows.shape)}, expected uint8[N, 3072]")
     if len(labels) != len(rows):
@@ -253,8 +273,9 @@ def _decode_binary_batch(spec: DatasetSpec, data: bytes, what: str):
 def _decode_class_names(spec: DatasetSpec, archive: ArchiveSpec, data: bytes, what: str) -> list:
     if archive.layout == "python":
         meta = unpickle_restricted(data, what)
-        key = b"label_names" if spec.num_classes == 10 else b"fine_label_names"
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(key, [])]
+        key = "label_names" if spec.num_classes == 10 else "fine_label_names"
+        names = [n.decode() if isinstance(n, bytes) else str(n)
+                 for n in _field(meta, key) or []]
     else:
         lines = data.decode(errors="replace").splitlines()
         names = [line.strip() for line in lines if line.strip()]

@@ -103,3 +103,17 @@ def add_tar_member(path: Path, name: str, payload: bytes = b"x") -> None:
         info = tarfile.TarInfo(name)
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
+
+
+def rewrite_as_python3_protocol2(folder: Path) -> None:
+    """Rewrite every pickle of an extracted python-layout folder the way py2-compatible
+    converters write them from Python 3: protocol 2 (bytes go through _codecs.encode),
+    str keys, class names as str, file names still bytes."""
+    for path in sorted(Path(folder).iterdir()):
+        batch = pickle.loads(path.read_bytes(), encoding="bytes")
+        rewritten = {}
+        for key, value in batch.items():
+            if key.endswith(b"label_names"):
+                value = [name.decode() for name in value]
+            rewritten[key.decode()] = value
+        path.write_bytes(pickle.dumps(rewritten, protocol=2))

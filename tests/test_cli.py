@@ -2,10 +2,12 @@
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from fastcifar.cli import main
+from fastcifar.cli.options import tta_level, tta_options
 
 
 @pytest.mark.parametrize("args, message", [
@@ -25,7 +27,8 @@ def test_bad_input_is_one_line_on_stderr(args, message):
 
 def test_every_command_has_help_with_examples():
     runner = CliRunner()
-    for command in ("prepare", "train", "bench", "models", "runs"):
+    for command in ("prepare", "train", "bench", "models", "runs", "eval", "predict",
+                    "export"):
         result = runner.invoke(main, [command, "--help"])
         assert result.exit_code == 0, result.output
         assert "Examples:" in result.output and f"fastcifar {command}" in result.output
@@ -52,3 +55,17 @@ def test_python_dash_m_runs():
     out = subprocess.run([sys.executable, "-m", "fastcifar", "--version"], capture_output=True,
                          text=True, check=True)
     assert "0.1.0" in out.stdout
+
+
+@pytest.mark.parametrize("args, level", [([], None), (["--tta"], 1), (["--tta", "2"], 2),
+                                         (["--tta", "0"], 0), (["--no-tta"], 0)])
+def test_tta_options_give_a_level(args, level):
+    """--tta alone is level 1 (the mirror), --no-tta level 0, as before levels existed."""
+    @click.command()
+    @tta_options("")
+    def command(tta, no_tta):
+        click.echo(repr(tta_level(tta, no_tta)))
+
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0 and result.output.strip() == repr(level)
+    assert CliRunner().invoke(command, ["--tta", "2", "--no-tta"]).exit_code != 0

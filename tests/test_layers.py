@@ -1,4 +1,5 @@
-"""Layers point one way: data -> augment -> models -> pipelines -> engine -> bench -> cli.
+"""Layers point one way: data -> augment -> models -> pipelines -> engine -> use -> bench ->
+cli.
 
 Each layer's modules are imported in a fresh interpreter, which must then hold no module
 of a higher layer. Every module of the package belongs to a layer by its name: a new
@@ -25,6 +26,7 @@ LAYERS = (
     ("cli", ("fastcifar.cli", "fastcifar.__main__")),
     ("bench", ("fastcifar.bench",)),
     ("experiments", ("fastcifar.experiments",)),
+    ("use", ("fastcifar.use",)),
     ("engine", ("fastcifar.engine",)),
     ("pipelines", ("fastcifar.pipelines",)),
     ("models", ("fastcifar.models",)),
@@ -34,7 +36,8 @@ LAYERS = (
 ORDER = [name for name, _ in reversed(LAYERS)]
 # Optional packages: imported where a feature needs them, never on import. (Not triton:
 # torch's own flop counter imports it where it is installed.)
-OPTIONAL = ("ffcv", "nvidia.dali", "matplotlib", "tensorboard")
+OPTIONAL = ("ffcv", "nvidia.dali", "matplotlib", "tensorboard", "onnx", "onnxscript",
+            "onnxruntime", "safetensors")
 
 
 def layer_of(module: str) -> str:

@@ -1,10 +1,12 @@
 """`fastcifar prepare` and `fastcifar.load`: exact round trips and every bad input."""
+import codecs
 import errno
 import hashlib
 import io
 import json
 import os
 import pickle
+import pickletools
 import shutil
 import subprocess
 import sys
@@ -17,11 +19,16 @@ from click.testing import CliRunner
 
 import fastcifar
 from fastcifar.cli import main
+from fastcifar.datasets import DATASETS
 from fastcifar.errors import UserError
 from fastcifar.prepare import PrepareConfig, prepare
 from fastcifar.shard_writers import WRITERS, estimate_bytes
 from fastcifar.storage import MANIFEST, dataset_dir
-from tests.cifar_fixtures import make_cifar_archive, make_cifar_folder
+from tests.cifar_fixtures import (
+    make_cifar_archive,
+    make_cifar_folder,
+    rewrite_as_python3_protocol2,
+)
 
 QUIET = dict(log=lambda *_: None)
 
@@ -189,6 +196,37 @@ def test_hostile_pickle_is_refused(tmp_path):
     with pytest.raises(UserError, match="refused to load (posix|os).system"):
         _prepare(folder, tmp_path / "data")
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_pickles_written_by_python3_with_protocol_2_are_read(tmp_path, dataset):
+    folder, truth = make_cifar_folder(tmp_path / "src", dataset, "python", 60, 20, seed=2)
+    rewrite_as_python3_protocol2(folder)
+    test_file = DATASETS[dataset].python.test_files[0]
+    globals_used = {arg for op, arg, _ in pickletools.genops((folder / test_file).read_bytes())
+                    if op.name == "GLOBAL"}
+    assert "_codecs encode" in globals_used  # the fixture goes through it
+    _prepare(folder, tmp_path / "data", dataset)
+    _assert_loads(dataset, tmp_path / "data", truth)
+    manifest = json.loads((dataset_dir(dataset, tmp_path / "data") / MANIFEST).read_text())
+    assert manifest["class_names"][:2] == ["class_0", "class_1"]
+
+
+@pytest.mark.parametrize("call", [
+    (codecs.encode, ("abc", "rot13")),  # _codecs.encode with another codec
+    (codecs.encode, (b"abc", "latin1")),  # with bytes, not text
+    (codecs.decode, ("abc", "latin1")),  # another function of the same module
+])
+def test_codecs_is_allowed_only_as_pickle_uses_it(tmp_path, call):
+    folder, _ = make_cifar_folder(tmp_path / "src", "cifar10", "python", 30, 10)
+
+    class Payload:
+        def __reduce__(self):
+            return call
+
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Payload()}, protocol=2))
+    with pytest.raises(UserError, match="not a CIFAR pickle .*refused"):
+        _prepare(folder, tmp_path / "data")
 
 
 @pytest.mark.parametrize("name", ["../escape.txt", "/abs/escape.txt", "a/../../escape.txt"])

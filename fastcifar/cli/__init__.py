@@ -9,7 +9,8 @@ import sys
 import click
 
 # The modules, not their commands: a command named like its module would hide it.
-from fastcifar.cli import bench, models, prepare, runs, train
+from fastcifar.cli import bench, export, models, predict, prepare, runs, train
+from fastcifar.cli import eval as evaluate
 from fastcifar.errors import UserError
 
 
@@ -47,6 +48,9 @@ def main():
     \b
     fastcifar prepare --dataset cifar10
     fastcifar train --model resnet20 --epochs 30
+    fastcifar eval runs/resnet20-cifar10-20261201-120000 --plot eval.png
+    fastcifar predict runs/resnet20-cifar10-20261201-120000 cat.jpg
+    fastcifar export runs/resnet20-cifar10-20261201-120000 --format onnx --out resnet20.onnx
     fastcifar bench --quick
     fastcifar runs
     """
@@ -56,4 +60,7 @@ main.add_command(prepare.prepare)
 main.add_command(models.models)
 main.add_command(train.train)
 main.add_command(bench.bench)
+main.add_command(evaluate.eval_command)
+main.add_command(predict.predict)
+main.add_command(export.export)
 main.add_command(runs.runs)

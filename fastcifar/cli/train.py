@@ -1,6 +1,7 @@
 import click
 
 from fastcifar.backends import BACKEND_NAMES, DEFAULT_BACKEND
+from fastcifar.cli.options import tta_level, tta_options
 from fastcifar.datasets import DATASETS
 from fastcifar.engine.recipes import RECIPES
 from fastcifar.engine.schedule import SCHEDULES
@@ -76,10 +77,7 @@ def _parse_epochs(ctx, param, value):
 @_flag("autoaugment", "AutoAugment, CIFAR-10 policy.")
 @_flag("ema", "Evaluate an exponential moving average of the weights.")
 @click.option("--ema-decay", type=float)
-@click.option("--tta", type=click.IntRange(0, 2), is_flag=False, flag_value=1,
-              help="Test-time augmentation: 0 none, 1 (--tta alone) mirror, 2 mirror + "
-                   "1-pixel translations.")
-@click.option("--no-tta", is_flag=True, default=None, help="The same as --tta 0.")
+@tta_options("Default: the recipe's.")
 @click.option("--eval-batch-size", type=click.IntRange(min=1))
 @click.option("--backend", type=click.Choice(BACKEND_NAMES),
               help=f"Data loader. Default: {DEFAULT_BACKEND}.")
@@ -150,8 +148,5 @@ def train(**options):
     # Imported here, not at the top: they load torch, which `fastcifar --help` does not need.
     from fastcifar.experiments.launch import train_from_options
 
-    if options.pop("no_tta"):
-        if options["tta"] not in (None, 0):
-            raise click.UsageError(f"--no-tta contradicts --tta {options['tta']}")
-        options["tta"] = 0
+    options["tta"] = tta_level(options["tta"], options.pop("no_tta"))
     train_from_options(options)

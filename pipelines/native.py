@@ -16,6 +16,7 @@ from fastcifar.pipelines.base import (
     LoaderSpec,
     batch_sizes,
     epoch_batch_params,
+    skipped_batches,
     spec_epoch_indices,
 )
 from fastcifar.storage import load
@@ -40,13 +41,14 @@ class NativeLoader(BaseLoader):
         return spec_epoch_indices(self.spec, self.num_samples, self.epoch, device=self.device)
 
     def _batches(self):
-        """(indices, (params, autoaugment params)) per batch of the epoch, on the device."""
+        """(indices, (params, autoaugment params)) per batch of the epoch from
+        start_batch on, on the device."""
         order = self.epoch_indices()
         sizes = batch_sizes(order.shape[0], self.spec.batch_size)
-        start = 0
-        for size, batch_params in zip(sizes, epoch_batch_params(self.spec, sizes, self.epoch)):
+        starts = range(0, order.shape[0], self.spec.batch_size)
+        batches = zip(starts, sizes, epoch_batch_params(self.spec, sizes, self.epoch))
+        for start, size, batch_params in skipped_batches(batches, self.start_batch):
             yield order[start:start + size], batch_params
-            start += size
 
     def _augment(self, indices, batch_params):
         params, policy_params = batch_params

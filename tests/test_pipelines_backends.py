@@ -106,6 +106,35 @@ def test_order_is_a_function_of_seed_and_epoch(backend, loader, prepared_data):
     assert order[1] != order[2]
 
 
+@pytest.mark.parametrize("kind", ["aug", "mix"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_epoch_started_at_a_later_batch_yields_the_rest_of_it(backend, kind, loader):
+    """A run resumed mid-epoch relies on this: set_epoch(e, start_batch=k) yields batches
+    k, k+1, ... of epoch e exactly (same samples, augmentation and mixing draws)."""
+    epoch_loader = loader(backend, kind)
+    whole = run_epoch(epoch_loader, 1)
+    epoch_loader.set_epoch(1, start_batch=3)
+    rest = [(images.clone(), targets.clone()) for images, targets in epoch_loader]
+    assert len(rest) == len(whole) - 3 == len(epoch_loader) - 3
+    for (images, targets), (want_images, want_targets) in zip(rest, whole[3:]):
+        assert torch.equal(images, want_images) and torch.equal(targets, want_targets)
+    assert len(run_epoch(epoch_loader, 2)) == len(epoch_loader)  # the next epoch is whole
+    with pytest.raises(ValueError, match="start_batch"):
+        epoch_loader.set_epoch(1, start_batch=len(epoch_loader) + 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_iterating_leaves_the_global_random_state_alone(backend, loader):
+    """The model's drop-path draws from torch's global RNG, which a checkpoint saves
+    mid-epoch: a loader that drew from it when an epoch starts would shift those draws
+    in a resumed run."""
+    train_loader = loader(backend, "mix")
+    before = torch.get_rng_state()
+    train_loader.set_epoch(0, start_batch=1)
+    next(iter(train_loader))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ranks_see_disjoint_shards_with_equal_batch_counts(backend, loader, prepared_data):
     source = prepared_data[1]["train"][0]

@@ -81,7 +81,7 @@ def _parse_epochs(ctx, param, value):
 @click.option("--force", is_flag=True, default=None, help="Overwrite an existing run in RUNDIR.")
 @_flag("progress", "Show a progress bar.")
 @click.option("--log-every", type=click.IntRange(min=1),
-              help="Batches between progress-bar updates.")
+              help="Steps between progress updates and the stop/divergence checks.")
 def train(**options):
     """Train a model; writes config.json, metrics.jsonl, checkpoint.pt and summary.json.
 
@@ -102,9 +102,13 @@ def train(**options):
       fast    16 epochs, batch 512, linear warmup 3 then linear decay, label smoothing
               0.2, Nesterov, EMA, flip TTA (resnet9 / airbench94)
     peak lr = base lr x global batch / recipe batch (stated in RUNDIR/config.json).
-    """
-    # Imported here, not at the top: they load torch, which `fastcifar --help` does not need.
-    from fastcifar.engine.loop import train as run
-    from fastcifar.engine.resolve import resolve_config
 
-    run(resolve_config(options))
+    \b
+    SIGTERM or Ctrl-C stops every process after the same step (checked every
+    --log-every steps), saves a checkpoint there and prints the --resume command;
+    the exit status is 143 / 130. The resumed run ends as an uninterrupted one would.
+    """
+    # Imported here, not at the top: it loads torch, which `fastcifar --help` does not need.
+    from fastcifar.engine.loop import train_from_options
+
+    train_from_options(options)

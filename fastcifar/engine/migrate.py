@@ -13,6 +13,10 @@ config.json schema versions
 checkpoint formats
   1  epoch, step, model, optimizer, ema, grad_scaler, rng (one per rank), history
   2  adds `config_schema`: the config.json schema the run was written with
+  3  adds the position inside the epoch: `batch` (batches of epoch `epoch` + 1 already
+     trained; 0 at an epoch boundary) and `partial_epoch` (None at a boundary, else that
+     epoch's metric sums, BN buffers and train time so far, one entry per rank); every
+     older checkpoint was written at an epoch boundary
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import Any, Callable, Mapping
 from fastcifar.errors import UserError
 
 CONFIG_SCHEMA_VERSION = 1
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 
 
 def _config_0_to_1(data: dict) -> dict:
@@ -35,8 +39,15 @@ def _checkpoint_1_to_2(state: dict) -> dict:
     return state
 
 
+def _checkpoint_2_to_3(state: dict) -> dict:
+    state["batch"] = 0
+    state["partial_epoch"] = None
+    return state
+
+
 CONFIG_MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _config_0_to_1}
-CHECKPOINT_MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _checkpoint_1_to_2}
+CHECKPOINT_MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _checkpoint_1_to_2,
+                                                            2: _checkpoint_2_to_3}
 
 
 def _upgrade(data: dict, key: str, version: Any, latest: int, migrations, what: str) -> dict:

@@ -6,6 +6,7 @@ the captured graph (a sentinel here) released before the process group goes."""
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from fastcifar.engine import build, loop
+from fastcifar.engine import build, loop, resume
 from fastcifar.engine.checkpoint import load_checkpoint
 from fastcifar.engine.resolve import resolve_config
 from fastcifar.engine.run_dir import claimed_run_dir
@@ -170,6 +171,10 @@ def patched_worker(ctx, config, scenario, log_dir):
                 os.kill(os.getpid(), signal.SIGTERM)  # must not tear the write
             return save(obj, *args, **kwargs)
         torch.save = save_under_a_signal
+    if scenario == "rank1_reads_nothing" and ctx.rank == 1:
+        def no_files(*args, **kwargs):
+            raise AssertionError("rank 1 read the checkpoint")
+        resume.load_checkpoint = no_files
     if scenario == "disk_full" and ctx.rank == 0:
         def disk_full(obj, *args, **kwargs):
             if not (isinstance(obj, dict) and "format" in obj):  # pickling a tensor
@@ -216,18 +221,21 @@ def test_a_finished_run_releases_the_graph_before_leaving_the_group(uninterrupte
         assert list(rank_events) == ["reset", "destroy"]
 
 
-def test_a_stop_on_one_rank_stops_both_at_the_same_step_and_resumes_exactly(
-        uninterrupted, stop_data, tmp_path):
-    whole_dir, whole, _ = uninterrupted
-    out = tmp_path / "split"
-    config = resolve_config({**STOP_OPTIONS, "data_dir": stop_data, "out": str(out)})
+@pytest.fixture(scope="module")
+def stopped(stop_data, tmp_path_factory):
+    """A run whose rank 1 alone got SIGTERM during step 6 (epoch 2)."""
+    root = tmp_path_factory.mktemp("stopped")
+    config = resolve_config({**STOP_OPTIONS, "data_dir": stop_data, "out": str(root / "run")})
     with pytest.raises(RunStopped) as info:
-        launch_patched(config, "stop", tmp_path / "log")
-    ended = time.time()
-    assert info.value.exit_status == 143
-    assert str(info.value) == \
+        launch_patched(config, "stop", root / "log")
+    return root / "run", info.value, time.time(), events(root / "log")
+
+
+def test_a_stop_on_one_rank_stops_both_at_the_same_step(stopped):
+    out, stop, ended, noted = stopped
+    assert stop.exit_status == 143
+    assert str(stop) == \
         f"stopped at epoch 2 step 7; resume with: fastcifar train --resume --out {out}"
-    noted = events(tmp_path / "log")
     assert ended - noted[1]["signal"] < 30
     for rank_events in noted.values():  # the graph first, then the group (aborted)
         assert rank_events["reset"] < rank_events["abort"]
@@ -235,9 +243,29 @@ def test_a_stop_on_one_rank_stops_both_at_the_same_step_and_resumes_exactly(
     assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 7)
     assert [r["metrics"][2] for r in state["partial_epoch"]["ranks"]] == [40, 40]
 
-    resumed = loop.train(resolve_config({"resume": True, "out": str(out)}))
-    assert without_timing(out) == without_timing(whole_dir)
-    assert resumed["param_checksums"] == whole["param_checksums"]
+
+def test_the_stopped_run_resumes_to_the_uninterrupted_result(stopped, uninterrupted,
+                                                            tmp_path):
+    """Resumed twice from copies of the stopped run: by the local launcher (rank 1 may
+    not read the checkpoint: rank 0 reads and broadcasts it) and under torchrun (rank 1
+    resolves nothing; rank 0's config comes to it), each equal to the uninterrupted run."""
+    out = stopped[0]
+    whole_dir, whole, _ = uninterrupted
+    local, under_torchrun = tmp_path / "local", tmp_path / "torchrun"
+    shutil.copytree(out, local)
+    shutil.copytree(out, under_torchrun)
+
+    config = resolve_config({"resume": True, "out": str(local)})
+    launch_patched(config, "rank1_reads_nothing", tmp_path / "log")
+    assert without_timing(local) == without_timing(whole_dir)
+    summary = json.loads((local / "summary.json").read_text())
+    assert summary["param_checksums"] == whole["param_checksums"]
+
+    result = run_torchrun("--resume", "--out", str(under_torchrun), "--no-progress")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert without_timing(under_torchrun) == without_timing(whole_dir)
+    summary = json.loads((under_torchrun / "summary.json").read_text())
+    assert summary["param_checksums"] == whole["param_checksums"]
 
 
 def test_a_failed_save_ends_every_process_with_one_line(stop_data, tmp_path):
@@ -303,19 +331,22 @@ def test_sigterm_to_the_launcher_saves_and_the_resumed_run_matches(uninterrupted
     assert summary["param_checksums"] == whole["param_checksums"]
 
 
+def run_torchrun(*args):
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
+        "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+        "-m", "fastcifar", "train", *args,
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_torchrun_refuses_a_finished_run_directory_in_one_line(uninterrupted, stop_data):
     """Every rank checks the run directory before the process group exists: one line
     (from the machine's first process), a non-zero status, and no rank left waiting."""
     whole_dir, _, _ = uninterrupted
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
-        "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-        "-m", "fastcifar", "train", *RUN_FLAGS,
-        "--data-dir", stop_data, "--out", str(whole_dir),
-    ]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     start = time.monotonic()
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    result = run_torchrun(*RUN_FLAGS, "--data-dir", stop_data, "--out", str(whole_dir))
     assert time.monotonic() - start < 60
     assert result.returncode != 0
     errors = [line for line in (result.stdout + result.stderr).splitlines()

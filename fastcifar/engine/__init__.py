@@ -10,8 +10,11 @@ Modules: config (the TrainConfig schema), migrate (reading older run files), res
 (recipe + flags + resume -> TrainConfig), runtime (device, dtype, graph, torchrun env),
 recipes (named defaults), schedule (lr as a pure function of the step), optim (SGD with a
 device-tensor lr), step (the train step over static buffers; eager and CUDA-graph
-runners), evaluate, ema, checkpoint, dist (process groups and local launch), build
-(model/loaders/wrapping), progress, run_dir, loop (the epochs).
+runners), evaluate, ema, checkpoint (the file), resume (what a trainer saves and gets
+back, mid-epoch included), dist (process groups), workers (local multi-process launch),
+torchrun (runs started by torchrun), signals (SIGTERM/SIGINT), checks (the agreed
+stop/divergence check), build (model/loaders/wrapping), progress, run_dir, summary, loop
+(the epochs).
 
 This package file imports nothing, so the CLI can read recipes and schedules (plain
 data) without loading torch.

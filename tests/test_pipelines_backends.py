@@ -7,6 +7,9 @@ to recover the shift, flip and cutout box every backend actually applied.
 """
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -133,6 +136,22 @@ def test_iterating_leaves_the_global_random_state_alone(backend, loader):
     train_loader.set_epoch(0, start_batch=1)
     next(iter(train_loader))
     assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.slow  # starts worker processes
+def test_torchvision_workers_outlive_the_signals_the_trainer_handles(prepared_data):
+    """A scheduler signals every process of the job: the DataLoader workers must keep
+    serving batches while the trainer stops at its agreed step."""
+    data_dir, _ = prepared_data
+    workers = create_loader("torchvision", DATASET, split="train", batch_size=64, train=True,
+                            seed=3, data_dir=data_dir, num_workers=2)
+    workers.set_epoch(0)
+    batches = iter(workers.data_loader)
+    next(batches)
+    for worker in batches._workers:
+        os.kill(worker.pid, signal.SIGTERM)
+        os.kill(worker.pid, signal.SIGINT)
+    assert len(list(batches)) == len(workers) - 1
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -13,6 +13,8 @@ the batch mixer past k batches.
 """
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import torch
 from torchvision.transforms import v2
@@ -115,6 +117,18 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter(zip(indices[skip:], seeds[skip:]))
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """In each DataLoader worker: SIGINT and SIGTERM are the training process's to act on.
+
+    A Ctrl-C reaches every process of the terminal's group and a cluster scheduler
+    signals every process of the job; a worker ended by it would fail the run before the
+    trainer's agreed stop could save a checkpoint. Workers still end with the loader
+    (and when the training process dies: torch's worker watchdog).
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class TorchvisionLoader(BaseLoader):
     backend = "torchvision"
 
@@ -131,7 +145,8 @@ class TorchvisionLoader(BaseLoader):
             # Its own generator for the DataLoader's per-epoch base seed (unused: every
             # sample is reseeded), which would otherwise come from torch's global RNG,
             # the one drop-path draws from and a mid-epoch checkpoint saves.
-            generator=torch.Generator().manual_seed(spec.seed))
+            generator=torch.Generator().manual_seed(spec.seed),
+            worker_init_fn=ignore_stop_signals)
 
     def __iter__(self):
         s = self.spec

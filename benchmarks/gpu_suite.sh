@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark suite: install, CUDA tests, then the bench suites, in 8 minutes.
+# The GPU benchmark suite: install, CUDA tests, GPU checks, then the bench suites.
 #
 #   benchmarks/gpu_suite.sh OUTDIR
 #
@@ -12,15 +12,17 @@
 # bench.json, bench.md (table), bench.png (plot), history.jsonl (one line per result;
 # append it to benchmarks/history.jsonl to keep it).
 #
-# Knobs (environment): PYTHON (default python3), GPU_SUITE_BUDGET_S (default 440: with
-# the last stage's 10 s kill grace the script stays under 8 minutes).
+# Knobs (environment): PYTHON (default python3), GPU_SUITE_BUDGET_S (default 570: with
+# the last stage's 10 s kill grace the script stays under one device call's 10 minutes), GPU_CHECKS_S
+# (default 150: the limit of the gpu-checks stage, benchmarks/gpu_checks.py; 0 skips it).
 set -u -o pipefail
 
 OUTDIR=${1:?usage: benchmarks/gpu_suite.sh OUTDIR}
 mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd)
 cd "$(dirname "$0")/.."
 source benchmarks/stages.sh  # begin_stages, stage NAME LIMIT COMMAND..., has, end_stages
-begin_stages "$OUTDIR" gpu_suite.log "${GPU_SUITE_BUDGET_S:-440}"
+begin_stages "$OUTDIR" gpu_suite.log "${GPU_SUITE_BUDGET_S:-570}"
+CHECKS_S=${GPU_CHECKS_S:-150}
 
 BENCH=("$PY" -m fastcifar bench --device cuda --repeats 3)
 BACKENDS=(--backend native --backend torchvision)
@@ -40,6 +42,14 @@ if has pytest; then
 else
     echo "note: pytest is not installed here: the CUDA tests are skipped"
     SUMMARY+=("cuda-tests: not run (no pytest)")
+fi
+# The multi-GPU / preemption paths (issue 11): DDP + capture on one stream equals eager,
+# drop-path masks move between replays, no host sync in the per-batch body, a SIGTERM'd
+# captured run resumes to the same result, reset-then-destroy ends. Each check has its
+# own timeout inside; their PASS/FAIL lines land in the log, the JSON in gpu-checks/.
+if (( CHECKS_S > 0 )); then
+    stage gpu-checks "$CHECKS_S" "$PY" benchmarks/gpu_checks.py --out "$OUT/gpu-checks" \
+        --budget-s $(( CHECKS_S - 10 ))
 fi
 has matplotlib || echo "note: matplotlib is not installed here: no plot (bench.png)"
 stage pipeline 75 "${BENCH[@]}" --suite pipeline "${BACKENDS[@]}" --json "$OUT/pipeline.json"

@@ -4,6 +4,12 @@ A loader yields (images, targets) on the training device: images [B,3,32,32] cha
 in the compute dtype, normalised and augmented; targets int64 [B], or float32 [B, K] soft
 targets when mixup/cutmix/label smoothing is on. `len(loader)` is batches per epoch and
 `set_epoch(e)` makes epoch e's order and augmentation a pure function of (seed, e).
+`set_epoch(e, start_batch=k)` starts epoch e at its batch k: iterating then yields exactly
+the batches k, k+1, ... that iterating from 0 would have yielded (same samples, same
+augmentation), which is how a run stopped mid-epoch resumes. Backends that draw an epoch's
+parameters from (seed, epoch, rank) skip by slicing the order and advancing the parameter
+streams past the first k batches (skipped_batches below); DALI, whose random state lives
+in its pipeline, reads the first k batches and drops them.
 
 Sharding (native, ffcv, torchvision): the epoch order (a permutation drawn from
 (seed, epoch), the same on every rank, for training; 0..N-1 for evaluation) is cut into
@@ -15,7 +21,7 @@ evaluation keeps the whole block, so ranks may differ by one sample (and then by
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from itertools import repeat
+from itertools import islice, repeat
 
 import numpy as np
 import torch
@@ -209,6 +215,12 @@ def iter_batch_params(config: AugmentConfig, sizes: list[int], generator: torch.
                             target_weight=fixed.target_weight[:size])
 
 
+def skipped_batches(batches, count: int):
+    """`batches` (any per-batch sequence or stream) without its first `count` items: the
+    items are still drawn, so random streams advance exactly as over a whole epoch."""
+    return islice(batches, count, None)
+
+
 def batch_sizes(count: int, batch_size: int) -> list[int]:
     """Sizes of the batches that cover `count` samples (the last one may be partial)."""
     return [min(batch_size, count - start) for start in range(0, count, batch_size)]
@@ -250,6 +262,7 @@ class BaseLoader:
         self.spec = spec
         self.num_samples = num_samples  # in the whole split, before sharding
         self.epoch = 0
+        self.start_batch = 0  # the epoch's first batch to yield (set_epoch)
 
     @property
     def batch_size(self) -> int:
@@ -264,9 +277,15 @@ class BaseLoader:
         return batches_per_epoch(self.num_samples, s.rank, s.world_size, s.batch_size,
                                  s.drop_last)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Epoch e's order and augmentation depend only on (seed, e)."""
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Epoch e's order and augmentation depend only on (seed, e); iteration yields
+        its batches from `start_batch` on (the same batches as from 0, minus the first)."""
         self.epoch = int(epoch)
+        self.start_batch = 0
+        if not 0 <= start_batch <= len(self):
+            raise ValueError(f"start_batch must be in [0, {len(self)}] (batches in epoch "
+                             f"{epoch}), got {start_batch}")
+        self.start_batch = int(start_batch)
 
     def epoch_indices(self) -> torch.Tensor:
         """The sample indices this rank visits in the current epoch, in order."""

@@ -224,8 +224,13 @@ class DALILoader(BaseLoader):
         mix = BatchMixer(s.augment, stream_generator(s, self.epoch, MIX_STREAM), s.device,
                          erase=True)
         # Capped at len(self): with drop_last every rank runs the same number of full
-        # batches, although rotating blocks may hold one sample more than another.
-        for _, (data,) in zip(range(len(self)), batches):
+        # batches, although rotating blocks may hold one sample more than another. The
+        # pipeline's random state only moves forward: an epoch started at a later batch
+        # reads the batches before it and drops them (the mixer skips their draws).
+        for number, (data,) in zip(range(len(self)), batches):
+            if number < self.start_batch:
+                mix.skip(1, data["images"].shape[0])
+                continue
             images = data["images"].permute(0, 3, 1, 2)  # HWC storage is NCHW channels_last
             images = images.to(s.device, s.dtype, non_blocking=True)
             targets = data["labels"].view(-1).to(s.device, non_blocking=True)

@@ -35,6 +35,7 @@ from fastcifar.pipelines.base import (
     derive_seed,
     epoch_batch_params,
     samples_per_rank,
+    skipped_batches,
     spec_epoch_indices,
 )
 from fastcifar.pipelines.mixing import smoothed_targets
@@ -42,8 +43,8 @@ from fastcifar.storage import read_manifest, shard_path
 from fastcifar.threads import keep_thread_counts
 
 
-def _order_factory(spec: LoaderSpec, num_samples: int):
-    """A TraversalOrder that visits base.epoch_indices(...) in each epoch.
+def _order_factory(epoch_order):
+    """A TraversalOrder that visits epoch_order(epoch) (sample indices) in each epoch.
 
     FFCV's Loader accepts a TraversalOrder *instance* and then calls it with the loader,
     so the instance handed over is a factory for the real order object.
@@ -52,7 +53,7 @@ def _order_factory(spec: LoaderSpec, num_samples: int):
 
     class ShardOrder(TraversalOrder):
         def sample_order(self, epoch: int):
-            return spec_epoch_indices(spec, num_samples, epoch).numpy().astype(np.uint64)
+            return epoch_order(epoch).numpy().astype(np.uint64)
 
     class ShardOrderFactory(TraversalOrder):
         def __init__(self):  # no loader yet; FFCV calls the instance with it
@@ -105,9 +106,19 @@ class FFCVLoader(BaseLoader):
         workers = min(spec.num_workers or numba.config.NUMBA_NUM_THREADS,
                       numba.config.NUMBA_NUM_THREADS)
         return Loader(str(self.path), batch_size=spec.batch_size, num_workers=workers,
-                      os_cache=os_cache, order=_order_factory(spec, self.num_samples),
+                      os_cache=os_cache, order=_order_factory(self._epoch_order),
                       seed=spec.seed, drop_last=spec.drop_last, batches_ahead=batches_ahead,
                       pipelines={"image": image_ops, "label": label_ops})
+
+    def _epoch_order(self, epoch: int):
+        """The indices FFCV visits in `epoch`: base.epoch_indices, from start_batch on in
+        the current epoch (FFCV takes a shorter order as a shorter epoch). The in-pipeline
+        op draws from each batch's indices, so its draws do not move; the after-the-loader
+        path skips its parameter stream (_batch_params)."""
+        indices = spec_epoch_indices(self.spec, self.num_samples, epoch)
+        if epoch == self.epoch:
+            indices = indices[self.start_batch * self.spec.batch_size:]
+        return indices
 
     def __len__(self) -> int:
         return len(self.ffcv_loader)
@@ -141,7 +152,7 @@ class FFCVLoader(BaseLoader):
         count = samples_per_rank(self.num_samples, spec.rank, spec.world_size, spec.batch_size,
                                  spec.drop_last)
         sizes = batch_sizes(count, spec.batch_size)
-        return epoch_batch_params(spec, sizes, self.epoch)
+        return skipped_batches(epoch_batch_params(spec, sizes, self.epoch), self.start_batch)
 
     def _augment(self, images, labels, batch_params):
         """Raw uint8 [B,32,32,3] from FFCV -> one fused op launch (AutoAugment first)."""

@@ -55,6 +55,13 @@ class BatchMixer:
         self.generator = generator
         self.last_params: AugmentParams | None = None
 
+    def skip(self, batches: int, batch_size: int) -> None:
+        """Advance past `batches` full batches without images: the draws __call__ makes
+        for them (a loader starting its epoch at a later batch)."""
+        if self.erase or self.config.mixing:
+            for _ in range(batches):
+                sample_params(self.config, batch_size, self.generator, self.device)
+
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):
         if not (self.erase or self.config.mixing):
             if self.config.soft_targets:

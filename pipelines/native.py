@@ -16,6 +16,7 @@ from fastcifar.pipelines.base import (
     LoaderSpec,
     batch_sizes,
     epoch_batch_params,
+    skipped_batches,
     spec_epoch_indices,
 )
 from fastcifar.storage import load
@@ -40,15 +41,16 @@ class NativeLoader(BaseLoader):
         return spec_epoch_indices(self.spec, self.num_samples, self.epoch, device=self.device)
 
     def _batches(self):
-        """(indices, (params, autoaugment params)) per batch of the epoch, on the device."""
+        """(indices, (params, autoaugment params)) per batch of the epoch from
+        start_batch on, on the device."""
         order = self.epoch_indices()
         sizes = batch_sizes(order.shape[0], self.spec.batch_size)
-        start = 0
+        starts = range(0, order.shape[0], self.spec.batch_size)
         params = epoch_batch_params(self.spec, sizes, self.epoch, indices=order,
                                     num_samples=self.num_samples)
-        for size, batch_params in zip(sizes, params):
+        for start, size, batch_params in skipped_batches(zip(starts, sizes, params),
+                                                         self.start_batch):
             yield order[start:start + size], batch_params
-            start += size
 
     def _augment(self, indices, batch_params):
         params, policy_params = batch_params

@@ -8,9 +8,12 @@ with the op's parameter sampler (mixing.py).
 
 Reproducibility: each sample gets its own seed drawn from (seed, epoch, rank), and its
 transforms run under that seed, so a batch does not depend on which worker made it (or
-on num_workers).
+on num_workers); an epoch started at batch k slices the (index, seed) pairs and advances
+the batch mixer past k batches.
 """
 from __future__ import annotations
+
+import signal
 
 import numpy as np
 import torch
@@ -100,8 +103,9 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         loader, s = self.loader, self.loader.spec
-        return samples_per_rank(loader.num_samples, s.rank, s.world_size, s.batch_size,
-                                s.drop_last)
+        count = samples_per_rank(loader.num_samples, s.rank, s.world_size, s.batch_size,
+                                 s.drop_last)
+        return max(0, count - loader.start_batch * s.batch_size)
 
     def __iter__(self):
         loader = self.loader
@@ -109,7 +113,20 @@ class EpochSampler(torch.utils.data.Sampler):
         s = loader.spec
         rng = np.random.default_rng(derive_seed(s.seed, loader.epoch, AUGMENT_STREAM, s.rank))
         seeds = rng.integers(0, 1 << 62, size=len(indices)).tolist()
-        return iter(zip(indices, seeds))
+        skip = loader.start_batch * s.batch_size
+        return iter(zip(indices[skip:], seeds[skip:]))
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """In each DataLoader worker: SIGINT and SIGTERM are the training process's to act on.
+
+    A Ctrl-C reaches every process of the terminal's group and a cluster scheduler
+    signals every process of the job; a worker ended by it would fail the run before the
+    trainer's agreed stop could save a checkpoint. Workers still end with the loader
+    (and when the training process dies: torch's worker watchdog).
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class TorchvisionLoader(BaseLoader):
@@ -124,11 +141,17 @@ class TorchvisionLoader(BaseLoader):
             batch_size=spec.batch_size, sampler=EpochSampler(self),
             drop_last=False,  # epoch_indices already holds whole batches when training
             num_workers=spec.num_workers, pin_memory=on_cuda,
-            persistent_workers=persistent_workers and spec.num_workers > 0)
+            persistent_workers=persistent_workers and spec.num_workers > 0,
+            # Its own generator for the DataLoader's per-epoch base seed (unused: every
+            # sample is reseeded), which would otherwise come from torch's global RNG,
+            # the one drop-path draws from and a mid-epoch checkpoint saves.
+            generator=torch.Generator().manual_seed(spec.seed),
+            worker_init_fn=ignore_stop_signals)
 
     def __iter__(self):
         s = self.spec
         mix = BatchMixer(s.augment, stream_generator(s, self.epoch, MIX_STREAM), s.device)
+        mix.skip(self.start_batch, s.batch_size)
         for images, labels in self.data_loader:
             images = images.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW channels_last
             images = images.to(s.device, s.dtype, non_blocking=True)

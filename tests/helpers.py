@@ -65,3 +65,17 @@ def check_layout(images: torch.Tensor, targets: torch.Tensor, batch_size: int):
 def tolerance(backend: str) -> dict:
     # DALI multiplies by 1/std: last-bit differences from the LUT.
     return dict(rtol=1e-5, atol=1e-6) if backend == "dali" else dict(rtol=0, atol=1e-6)
+
+
+class SentinelGraph:
+    """Stands in for a captured CUDA graph on the CPU: replays the step eagerly and
+    notes its reset() through `note` (callable taking an event name)."""
+
+    def __init__(self, step, note):
+        self.step, self.note = step, note
+
+    def replay(self):
+        self.step()
+
+    def reset(self):
+        self.note("reset")

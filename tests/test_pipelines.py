@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from itertools import islice
 
 import numpy as np
 import pytest
@@ -168,6 +169,21 @@ def test_native_batches_are_the_fused_op_over_the_announced_samples(prepared_dat
         assert targets.dtype == torch.float32 and targets.shape == (64, 10)
         torch.testing.assert_close(targets, expected_targets, rtol=0, atol=1e-7)
         torch.testing.assert_close(targets.sum(1), torch.ones(64))
+
+
+def test_native_autoaugment_epoch_started_later_continues_it(prepared_data):
+    """AutoAugment draws its sub-policies batch by batch: starting at batch k advances that
+    stream too (the fused op's own draws are covered for every backend elsewhere)."""
+    data_dir, _ = prepared_data
+    config = AugmentConfig.for_dataset(DATASET, cutout=8, autoaugment=True, mixup_alpha=0.5)
+    native = create_loader("native", DATASET, "train", batch_size=16, train=True,
+                           augment=config, data_dir=data_dir, seed=1)
+    native.set_epoch(4)
+    whole = [(images.clone(), targets.clone()) for images, targets in islice(native, 6)]
+    native.set_epoch(4, start_batch=4)
+    rest = list(islice(native, 2))
+    for (images, targets), (want_images, want_targets) in zip(rest, whole[4:], strict=True):
+        assert torch.equal(images, want_images) and torch.equal(targets, want_targets)
 
 
 @pytest.mark.parametrize("backend", ["native", "torchvision"])

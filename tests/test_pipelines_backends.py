@@ -7,6 +7,9 @@ to recover the shift, flip and cutout box every backend actually applied.
 """
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -104,6 +107,51 @@ def test_order_is_a_function_of_seed_and_epoch(backend, loader, prepared_data):
         assert seen == announced
         assert order.setdefault(epoch, seen) == seen
     assert order[1] != order[2]
+
+
+@pytest.mark.parametrize("kind", ["aug", "mix"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_epoch_started_at_a_later_batch_yields_the_rest_of_it(backend, kind, loader):
+    """A run resumed mid-epoch relies on this: set_epoch(e, start_batch=k) yields batches
+    k, k+1, ... of epoch e exactly (same samples, augmentation and mixing draws)."""
+    epoch_loader = loader(backend, kind)
+    whole = run_epoch(epoch_loader, 1)
+    epoch_loader.set_epoch(1, start_batch=3)
+    rest = [(images.clone(), targets.clone()) for images, targets in epoch_loader]
+    assert len(rest) == len(whole) - 3 == len(epoch_loader) - 3
+    for (images, targets), (want_images, want_targets) in zip(rest, whole[3:]):
+        assert torch.equal(images, want_images) and torch.equal(targets, want_targets)
+    assert len(run_epoch(epoch_loader, 2)) == len(epoch_loader)  # the next epoch is whole
+    with pytest.raises(ValueError, match="start_batch"):
+        epoch_loader.set_epoch(1, start_batch=len(epoch_loader) + 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_iterating_leaves_the_global_random_state_alone(backend, loader):
+    """The model's drop-path draws from torch's global RNG, which a checkpoint saves
+    mid-epoch: a loader that drew from it when an epoch starts would shift those draws
+    in a resumed run."""
+    train_loader = loader(backend, "mix")
+    before = torch.get_rng_state()
+    train_loader.set_epoch(0, start_batch=1)
+    next(iter(train_loader))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.slow  # starts worker processes
+def test_torchvision_workers_outlive_the_signals_the_trainer_handles(prepared_data):
+    """A scheduler signals every process of the job: the DataLoader workers must keep
+    serving batches while the trainer stops at its agreed step."""
+    data_dir, _ = prepared_data
+    workers = create_loader("torchvision", DATASET, split="train", batch_size=64, train=True,
+                            seed=3, data_dir=data_dir, num_workers=2)
+    workers.set_epoch(0)
+    batches = iter(workers.data_loader)
+    next(batches), next(batches)  # one from each worker: both have started
+    for worker in batches._workers:
+        os.kill(worker.pid, signal.SIGTERM)
+        os.kill(worker.pid, signal.SIGINT)
+    assert len(list(batches)) == len(workers) - 2
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -43,6 +43,8 @@ def test_a_format_1_checkpoint_loads_migrated():
     state = load_checkpoint(FIXTURE / "checkpoint.pt")
     assert state["format"] == CHECKPOINT_FORMAT and state["config_schema"] == 0
     assert state["epoch"] == 1 and state["step"] == 2
+    # Written at an epoch boundary, as every checkpoint before format 3 was.
+    assert state["batch"] == 0 and state["partial_epoch"] is None
 
 
 def test_newer_or_unknown_versions_are_one_line():

@@ -18,6 +18,7 @@ the interpreter when the variable was set after that import.
 """
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 
 import torch
@@ -125,13 +126,17 @@ def augment_triton(images: torch.Tensor, labels: torch.Tensor, params: AugmentPa
     interpret = images.device.type == "cpu" or triton.knobs.runtime.interpret
     keep, fill = target_coefficients(config)
     grid = (batch_size, triton.cdiv(IMAGE_ELEMENTS, BLOCK))
-    _kernel(bool(interpret))[grid](
-        images, images if indices is None else indices, labels, params.shift, params.flip,
-        params.erase_box, params.partner, params.mix_weight, params.mix_box,
-        params.target_weight, make_lut(config, device=images.device), out, out_targets,
-        keep, fill, config.num_classes,
-        **kernel_constexprs(config, has_indices=indices is not None), **LAUNCH_OPTIONS,
-    )
+    # Triton launches on the current device: make that the tensors' (a rank whose
+    # current device is another GPU would otherwise launch there).
+    on_device = torch.cuda.device(images.device) if images.is_cuda else contextlib.nullcontext()
+    with on_device:
+        _kernel(bool(interpret))[grid](
+            images, images if indices is None else indices, labels, params.shift,
+            params.flip, params.erase_box, params.partner, params.mix_weight,
+            params.mix_box, params.target_weight, make_lut(config, device=images.device),
+            out, out_targets, keep, fill, config.num_classes,
+            **kernel_constexprs(config, has_indices=indices is not None), **LAUNCH_OPTIONS,
+        )
     return out, out_targets
 
 

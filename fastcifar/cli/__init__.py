@@ -1,8 +1,9 @@
 """The `fastcifar` command: a click group whose commands live one per module here.
 
 Commands stay thin (parse, build a frozen config, call a library function). A UserError
-from anywhere below becomes one line on stderr and exit status 2; other exceptions are
-bugs and keep their traceback.
+from anywhere below becomes one line on stderr and exit status 2; a RunStopped (a signal
+stopped a training run) its line and status 143 / 130; other exceptions are bugs and
+keep their traceback.
 """
 import sys
 
@@ -11,7 +12,7 @@ import click
 # The modules, not their commands: a command named like its module would hide it.
 from fastcifar.cli import bench, export, models, predict, prepare, runs, train
 from fastcifar.cli import eval as evaluate
-from fastcifar.errors import UserError
+from fastcifar.errors import RunStopped, UserError
 
 
 class _Group(click.Group):
@@ -35,6 +36,9 @@ class _Group(click.Group):
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except RunStopped as exc:  # a signal stopped a run after saving: not an error
+            click.echo(str(exc), err=True)
+            sys.exit(exc.exit_status)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)

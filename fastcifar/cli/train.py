@@ -115,7 +115,7 @@ def _parse_epochs(ctx, param, value):
 @click.option("--force", is_flag=True, default=None, help="Overwrite an existing run in RUNDIR.")
 @_flag("progress", "Show a progress bar.")
 @click.option("--log-every", type=click.IntRange(min=1),
-              help="Batches between progress-bar updates.")
+              help="Steps between progress updates and the stop/divergence checks.")
 def train(**options):
     """Train a model; writes config.json, metrics.jsonl, checkpoint.pt and summary.json.
 
@@ -144,6 +144,11 @@ def train(**options):
               Nesterov 0.85, BN lr x64, lookahead, alternating flip, reflect translate 2,
               label smoothing 0.2, TTA 2 (native backend)
     peak lr = base lr x global batch / recipe batch (stated in RUNDIR/config.json).
+
+    \b
+    SIGTERM or Ctrl-C stops every process after the same step (checked every
+    --log-every steps), saves a checkpoint there and prints the --resume command;
+    the exit status is 143 / 130. The resumed run ends as an uninterrupted one would.
     """
     # Imported here, not at the top: they load torch, which `fastcifar --help` does not need.
     from fastcifar.experiments.launch import train_from_options

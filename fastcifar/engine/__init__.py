@@ -11,8 +11,11 @@ Modules: config (the TrainConfig schema), migrate (reading older run files), res
 recipes (named defaults), schedule (lr as a pure function of the step), optim (SGD with a
 device-tensor lr and per-group lr scales), step (the train step over static buffers;
 eager and CUDA-graph runners), evaluate (with TTA levels), ema, lookahead (airbench's),
-checkpoint, dist (process groups and local launch), build (model/loaders/wrapping and
-the data-dependent init), progress, run_dir, loop (the epochs).
+checkpoint (the file), resume (what a trainer saves and gets back, mid-epoch included),
+dist (process groups), workers (local multi-process launch), torchrun (runs started by
+torchrun), signals (SIGTERM/SIGINT), checks (the agreed stop/divergence check), build
+(model/loaders/wrapping and the data-dependent init), progress, run_dir, summary, loop
+(the epochs).
 
 This package file imports nothing, so the CLI can read recipes and schedules (plain
 data) without loading torch.

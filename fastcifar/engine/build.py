@@ -1,6 +1,7 @@
 """Turn a TrainConfig into the objects a run needs: model, loaders, wrapped model."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -93,21 +94,27 @@ def build_loaders(config, ctx):
     return train, test
 
 
-def wrap_for_training(model: nn.Module, config, ctx) -> nn.Module:
+def wrap_for_training(model: nn.Module, config, ctx, stream=None) -> nn.Module:
     """DDP when distributed, then torch.compile when asked; the raw model stays the one
-    checkpoints, EMA and evaluation use."""
+    checkpoints, EMA and evaluation use.
+
+    DDP is built on `stream`, the stream the graph runner then warms up and captures on
+    (one stream per trainer: see step.GraphRunner). No buffer broadcast: BN running
+    statistics are averaged over ranks at each epoch's end (dist.average_buffers), so
+    DDP's broadcast of every buffer before each forward would only add a collective per
+    step (and make rank 0's statistics overwrite the others' mid-epoch).
+    """
     wrapped = model
     if ctx.distributed:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        if config.graph:
-            # DDP must be built on a side stream for a full-backward capture (torch notes).
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                wrapped = DistributedDataParallel(model, device_ids=device_ids)
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            # forward_sync_buffers is torch's new name for broadcast_buffers (which it
+            # deprecates); it still syncs buffers once at construction (harmless: they
+            # start equal, and a resumed rank restores its own afterwards).
+            wrapped = DistributedDataParallel(model, device_ids=device_ids,
+                                              forward_sync_buffers=False)
+        if stream is not None:
             torch.cuda.current_stream().wait_stream(stream)
-        else:
-            wrapped = DistributedDataParallel(model, device_ids=device_ids)
     if config.compile:
         wrapped = torch.compile(wrapped)
     return wrapped
@@ -142,7 +149,12 @@ def build_step_state(config, model: nn.Module, device: torch.device):
 
 def build_runner(config, ctx, model: nn.Module, optimizer, buffers, grad_scaler):
     """The runner (eager, or CUDA graph) of forward + loss + backward + update."""
-    step = TrainStep(wrap_for_training(model, config, ctx), optimizer, buffers,
+    stream = None
+    if config.graph:
+        # The trainer's one side stream: DDP construction, warm-up and capture.
+        stream = torch.cuda.Stream(ctx.device)
+        stream.wait_stream(torch.cuda.current_stream(ctx.device))
+    step = TrainStep(wrap_for_training(model, config, ctx, stream), optimizer, buffers,
                      label_smoothing=loss_label_smoothing(config), dtype=config.dtype,
                      grad_scaler=grad_scaler)
-    return make_runner(step, graph=config.graph, distributed=ctx.distributed)
+    return make_runner(step, graph=config.graph, distributed=ctx.distributed, stream=stream)

@@ -1,15 +1,20 @@
 """Checkpoints: everything needed to continue a run exactly, written atomically.
 
-One file, RUNDIR/checkpoint.pt, replaced after every epoch: written to a temporary file
-in the same folder, fsynced, then os.replace'd over the old one, so a crash at any point
-leaves either the previous checkpoint or the new one, never a torn file.
+One file, RUNDIR/checkpoint.pt, replaced after every epoch and when a signal stops the
+run mid-epoch: written to a temporary file in the same folder, fsynced, then
+os.replace'd over the old one, so a crash at any point leaves either the previous
+checkpoint or the new one, never a torn file. A failed write (disk full) is one line and
+keeps the previous checkpoint.
 
 Contents (plain tensors, dicts, lists and numbers, so torch.load(weights_only=True)
 reads it): format (see migrate.py: older checkpoints are migrated on load), config_schema
-(the config.json schema of the run), epoch (completed epochs), step (optimizer steps
-taken), model, optimizer, ema (or None), lookahead (or None), grad_scaler (or None),
-rng (one entry per rank: CPU and CUDA generator states) and history (the metrics.jsonl
-records so far).
+(the config.json schema of the run), epoch (completed epochs), batch (batches of the
+next epoch already trained: 0 at an epoch boundary), step (optimizer steps taken),
+model, optimizer, ema (or None), lookahead (or None), grad_scaler (or None), rng (one
+entry per rank: CPU and CUDA generator states), partial_epoch (None at an epoch
+boundary; mid-epoch: the epoch's train_seconds so far and, per rank, its metric sums and
+the BN buffers of the model and the EMA, which differ between ranks until the epoch's end
+averages them) and history (the metrics.jsonl records so far).
 """
 from __future__ import annotations
 
@@ -28,9 +33,13 @@ __all__ = ["CHECKPOINT_NAME", "load_checkpoint", "save_checkpoint", "rng_state",
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    with atomic_write(path, "wb") as f:
-        torch.save({"format": CHECKPOINT_FORMAT, "config_schema": CONFIG_SCHEMA_VERSION,
-                    **state}, f)
+    try:
+        with atomic_write(path, "wb") as f:
+            torch.save({"format": CHECKPOINT_FORMAT, "config_schema": CONFIG_SCHEMA_VERSION,
+                        **state}, f)
+    except OSError as exc:
+        raise UserError(f"cannot write checkpoint {path}: {exc.strerror or exc} (the previous "
+                        "checkpoint, if any, is kept)") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

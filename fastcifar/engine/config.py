@@ -67,7 +67,7 @@ class TrainConfig(Hyperparameters):
     resume: bool = False
     force: bool = False
     progress: bool = True
-    log_every: int = 20  # steps between progress-bar updates
+    log_every: int = 20  # steps between progress-bar updates and agreed stop/NaN checks
 
     @property
     def per_rank_batch_size(self) -> int:

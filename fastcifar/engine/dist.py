@@ -1,35 +1,27 @@
-"""Processes: one per device, one code path for every way a run can start.
+"""Process groups: one code path for every way a run can start.
 
 - one process:                 DistContext.single(device)
-- `--gpus N` / `--nproc N`:    launch_local() spawns N workers that join a process group
-                               (NCCL on CUDA, gloo on the CPU) over a local TCP port
+- `--gpus N` / `--nproc N`:    workers.launch_local() spawns N workers that join a process
+                               group (NCCL on CUDA, gloo on the CPU) over a local TCP port
 - torchrun:                    RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR are set; each
                                process joins from the environment (init_from_env)
 
-When a local worker dies or fails, torch's spawn terminates the others; launch_local then
-raises one clear error naming the rank (a UserError raised inside a worker comes back as
-that same one-line message).
+Leaving the group (shutdown) is graceful only when every rank finished; any other way
+out aborts it, after the captured graph was released (GraphRunner.close).
 """
 from __future__ import annotations
 
 import gc
 import os
-import socket
-import sys
-import tempfile
+import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from fastcifar.errors import UserError
-
-_EXIT_USER_ERROR = 3
-
-
-class WorkerFailed(UserError):
-    """A training process died or failed; the others were stopped."""
+# An abort that has not returned by then is left behind: the process exits anyway
+# (ncclCommAbort has hung in some NCCL versions).
+ABORT_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -100,19 +92,36 @@ def init_process(device_type: str, *, rank: int, world_size: int, local_rank: in
 def shutdown(ctx: DistContext, *, clean: bool = True) -> None:
     """Leave the process group; `clean` when this rank finished its work.
 
+    Call it only once the captured graph is released (GraphRunner.close): NCCL's
+    shutdown, graceful or not, waits for every graph that captured its collectives.
+
     A clean exit waits for every rank (no rank tears down while another is still in a
     collective) and first collects what still holds the group (DDP's reducer sits in
     reference cycles), so gloo's threads are joined here and not during interpreter
     shutdown, where they abort the process ("terminate called without an active
-    exception"). A failing rank must not wait: the others may never arrive.
+    exception"). Any other exit aborts the group: a graceful destroy would wait for
+    ranks that may never arrive. The abort runs on a daemon thread, so even an abort
+    that hangs cannot keep this process from exiting.
     """
     if not (ctx.distributed and dist.is_initialized()):
         return
     if clean:
         gc.collect()
         dist.barrier()
-    dist.destroy_process_group()
-    gc.collect()
+        dist.destroy_process_group()
+        gc.collect()
+        return
+    aborting = threading.Thread(target=_abort_group, name="fastcifar-abort", daemon=True)
+    aborting.start()
+    aborting.join(ABORT_TIMEOUT_S)
+
+
+def _abort_group() -> None:
+    try:
+        # torch's abort (private, and the only one: destroy_process_group is graceful).
+        dist.distributed_c10d._abort_process_group()
+    except Exception:  # torn down already, or no abort in this torch: the exit frees it
+        pass
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
@@ -150,79 +159,15 @@ def all_gather_objects(obj, ctx: DistContext) -> list:
     return gathered
 
 
+def broadcast_object(obj, ctx: DistContext):
+    """Rank 0's `obj` on every rank (pickled: tensors in it should be on the CPU)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
-
-
-def launch_local(worker, world_size: int, device_type: str, args: tuple = (), *,
-                 graph: bool = False) -> None:
-    """Run worker(ctx, *args) in `world_size` spawned processes, one per device.
-
-    `worker` must be importable (a module-level function); it returns nothing. Blocks
-    until all workers finish; raises WorkerFailed (or the worker's own UserError message)
-    when any of them fails.
-    """
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="fastcifar-workers-") as error_dir:
-        try:
-            torch.multiprocessing.spawn(
-                _worker_entry,
-                args=(worker, world_size, device_type, graph, port, error_dir, args),
-                nprocs=world_size,
-                join=True,
-            )
-        except torch.multiprocessing.ProcessExitedException as exc:
-            user_message = _first_user_error(Path(error_dir))
-            if user_message is not None:
-                raise UserError(user_message) from None
-            how = f"was killed by {exc.signal_name}" if exc.signal_name else \
-                f"exited with code {exc.exit_code}"
-            raise WorkerFailed(
-                f"training process rank {exc.error_index} {how}; the run was stopped "
-                "(continue it with --resume)"
-            ) from None
-        except torch.multiprocessing.ProcessRaisedException as exc:
-            last_line = str(exc).strip().splitlines()[-1]
-            print(str(exc), file=sys.stderr)
-            raise WorkerFailed(
-                f"training process rank {exc.error_index} failed: {last_line} (traceback above)"
-            ) from None
-
-
-def _worker_entry(rank, worker, world_size, device_type, graph, port, error_dir, args):
-    try:
-        ctx = init_process(
-            device_type,
-            rank=rank,
-            world_size=world_size,
-            local_rank=rank,
-            local_world_size=world_size,
-            init_method=f"tcp://127.0.0.1:{port}",
-            graph=graph,
-        )
-        try:
-            worker(ctx, *args)
-        except BaseException:
-            shutdown(ctx, clean=False)
-            raise
-        shutdown(ctx)
-    except UserError as exc:
-        (Path(error_dir) / f"rank{rank}.txt").write_text(str(exc))
-        sys.exit(_EXIT_USER_ERROR)
-    # The work is done and the group is gone: nothing is left for interpreter shutdown
-    # to tear down except what can only go wrong there (native threads of the backends).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _first_user_error(error_dir: Path) -> str | None:
-    files = sorted(error_dir.glob("rank*.txt"), key=lambda p: int(p.stem[4:]))
-    return files[0].read_text() if files else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -1,36 +1,40 @@
 """The run: processes, epochs, metrics, checkpoints, summary.
 
-train(config) is the one entry point. It starts the processes the config asks for (see
-dist.py) and each runs Trainer(ctx, config).run(): build, restore (--resume), then per
-epoch: train over the loader with the step runner, evaluate, all-reduce the metrics once,
-and (rank 0) write metrics.jsonl and the checkpoint; summary.json comes last.
+train(config) is the one entry point (train_from_options, the CLI's, resolves first). It
+starts the processes the config asks for (one here; workers.launch_local for --gpus and
+--nproc; torchrun.py under torchrun) and each runs run_process(): Trainer(ctx,
+config).run() under StopSignals, then Trainer.close(), which releases the captured graph,
+on every way out and before the caller leaves the process group.
+
+Trainer.run(): build, restore (--resume; rank 0 reads the checkpoint for everyone), then
+per epoch: train over the loader with the step runner, every log_every steps agreeing
+with the other ranks whether to stop or whether the loss diverged (checks.py), evaluate,
+all-reduce the metrics once, and (rank 0) write metrics.jsonl and the checkpoint;
+summary.json comes last. A SIGTERM/SIGINT stops every rank after the same step: rank 0
+saves a checkpoint recording the position inside the epoch, and --resume continues from
+that batch with the same order and augmentation.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import itertools
 import json
 import math
+import shlex
 import time
 from pathlib import Path
 
 import torch
 
-from fastcifar.engine import build, dist
-from fastcifar.engine.checkpoint import (
-    CHECKPOINT_NAME,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from fastcifar.engine import build, dist, resume, torchrun
+from fastcifar.engine.checkpoint import CHECKPOINT_NAME
+from fastcifar.engine.checks import StepChecks
 from fastcifar.engine.ema import EMA
 from fastcifar.engine.epoch_end import EpochEnd
 from fastcifar.engine.evaluate import evaluate
 from fastcifar.engine.lookahead import Lookahead
 from fastcifar.engine.optim import epoch_lr_scales
 from fastcifar.engine.progress import EpochProgress, epoch_line, rates
+from fastcifar.engine.resolve import resolve_config
 from fastcifar.engine.run_dir import (
     CONFIG_NAME,
     SUMMARY_NAME,
@@ -41,42 +45,65 @@ from fastcifar.engine.run_dir import (
 )
 from fastcifar.engine.runtime import in_torchrun
 from fastcifar.engine.schedule import build_schedule, lr_at
+from fastcifar.engine.signals import StopRequested, StopSignals, exit_status, signal_name
 from fastcifar.engine.step import SEEN
+from fastcifar.engine.summary import state_checksum, summarize
 from fastcifar.engine.target import target_summary
-from fastcifar.errors import UserError
-from fastcifar.models import count_params
+from fastcifar.engine.workers import launch_local
+from fastcifar.errors import AgreedError, RunStopped, UserError
 
 
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+class TrainingDiverged(AgreedError):
+    """The loss became NaN or infinite (agreed by every rank after the same step); the
+    last good checkpoint is kept."""
 
 
-def train(config) -> dict:
-    """Run training as `config` says; returns the summary (also in RUNDIR/summary.json)."""
+def train(config) -> dict | None:
+    """Run training as `config` says; returns the summary (also in RUNDIR/summary.json;
+    None on torchrun ranks other than 0)."""
     if in_torchrun():
-        ctx = dist.init_from_env(config.device, graph=config.graph)
-        try:
-            # Each process resolved its own config; a default run directory carries a
-            # timestamp, so everyone takes rank 0's.
-            config = dataclasses.replace(config, out=dist.all_gather_objects(config.out, ctx)[0])
-            with claimed_run_dir(config, prepare=ctx.is_main):
-                dist.barrier(ctx)
-                summary = Trainer(ctx, config).run()
-        except BaseException:
-            dist.shutdown(ctx, clean=False)
-            raise
-        dist.shutdown(ctx)
-        return summary
+        return torchrun.train(config, run_process)
     with claimed_run_dir(config) as run_dir:
         if config.world_size > 1:
-            dist.launch_local(run_worker, config.world_size, config.device, (config,),
-                              graph=config.graph)
+            launch_local(run_worker, config.world_size, config.device, (config,),
+                         graph=config.graph)
             return json.loads((run_dir / SUMMARY_NAME).read_text())
-        return Trainer(dist.DistContext.single(config.device), config).run()
+        return run_process(dist.DistContext.single(config.device), config)
+
+
+def train_from_options(options) -> dict | None:
+    """`fastcifar train`: resolve the user's options, then train. Under torchrun only rank
+    0 reads a resumed run's files; it resolves for everyone (torchrun.py)."""
+    if in_torchrun():
+        return torchrun.train(options, run_process)
+    return train(resolve_config(options))
+
 
 def run_worker(ctx, config) -> None:
     """One spawned process of a local multi-process run (module level: picklable)."""
-    Trainer(ctx, config).run()
+    run_process(ctx, config)
+
+
+def run_process(ctx, config) -> dict | None:
+    """This process's part of the run. The trainer is closed (its captured graph released)
+    on every way out, before the caller leaves the process group."""
+    with StopSignals() as signals:
+        trainer = None
+        try:
+            trainer = Trainer(ctx, config)
+            return trainer.run(signals)
+        except StopRequested as stop:  # before training: nothing new to save
+            saved = (f"; {resume_hint(config)}" if config.resume
+                     else "; nothing was saved: run the same command again")
+            raise RunStopped(f"stopped by {signal_name(stop.signum)} before training "
+                             f"started{saved}", exit_status(stop.signum)) from None
+        finally:
+            if trainer is not None:
+                trainer.close()
+
+
+def resume_hint(config) -> str:
+    return f"resume with: fastcifar train --resume --out {shlex.quote(str(config.out))}"
 
 
 class Trainer:
@@ -111,22 +138,33 @@ class Trainer:
             self.model, total_steps=self.schedule.total_steps, decay=config.lookahead_decay,
             every=config.lookahead_every) if config.lookahead else None
 
-        self.epoch, self.step, self.history = 0, 0, []
-        rng = None
-        if config.resume:
-            rng = self._restore(load_checkpoint(self.run_dir / CHECKPOINT_NAME))
+        # Position: completed epochs, batches of the next one, optimizer steps; where the
+        # checkpoint on disk stands.
+        self.epoch, self.batch, self.step, self.history = 0, 0, 0, []
+        self.saved_at = (0, 0)
+        self.partial_epoch = None  # this rank's sums of an epoch resumed mid-way
+        state = resume.read_checkpoint(ctx, self.run_dir) if config.resume else None
+        if state is not None:
+            resume.restore_shared(self, state)
         self.runner = build.build_runner(config, ctx, self.model, self.optimizer,
                                          self.buffers, self.grad_scaler)
-        # Restored last: building above may draw random numbers, the epochs must not see it.
-        if rng is not None:
-            set_rng_state(rng, device)
+        # Restored last: building above may draw random numbers, the epochs must not see
+        # them; this rank's own BN buffers go back after DDP's construction.
+        if state is not None:
+            self.partial_epoch = resume.restore_rank(self, state)
         else:
             torch.manual_seed(config.seed + ctx.rank)  # per-rank streams (drop-path)
+        self.checks = StepChecks(ctx, self.buffers.metrics, config.log_every)
+
+    def close(self) -> None:
+        """Release the captured graph (see dist.shutdown for why it must go first)."""
+        self.runner.close()
 
     # -- the run ---------------------------------------------------------------------
 
-    def run(self) -> dict | None:
+    def run(self, signals: StopSignals) -> dict | None:
         config = self.config
+        signals.defer()  # from here on a signal stops the run at an agreed step boundary
         if self.ctx.is_main:
             # Written once everything is built: a run that could not start (missing data,
             # bad model option) leaves nothing behind that blocks the next attempt.
@@ -136,49 +174,72 @@ class Trainer:
         # TensorBoard and --stop-at-target (epoch_end.py)
         epoch_end = EpochEnd(config, self.run_dir, self.schedule, is_main=self.ctx.is_main,
                              history=self.history)
-        while self.epoch < self.num_epochs and not epoch_end.should_stop(self.history):
-            record = self._train_epoch()
-            self.history.append(record)
-            self.epoch += 1
-            self._save()
-            if self.ctx.is_main:
-                write_metrics(self.run_dir, self.history)
-                print(epoch_line(record, self.num_epochs), flush=True)
-            epoch_end(self.history)
-        epoch_end.close()
+        try:
+            while self.epoch < self.num_epochs and not epoch_end.should_stop(self.history):
+                record = self._train_epoch(signals)
+                self.history.append(record)
+                self.epoch, self.batch = self.epoch + 1, 0
+                self._save()
+                if self.ctx.is_main:
+                    write_metrics(self.run_dir, self.history)
+                    print(epoch_line(record, self.num_epochs), flush=True)
+                epoch_end(self.history)
+                if self.epoch < self.num_epochs:
+                    # A signal during evaluation or the save: stop here, the checkpoint is in.
+                    verdict = self.checks.now(signals.received)
+                    if verdict.stop_signal is not None:
+                        self._stop(verdict.stop_signal)
+        finally:
+            epoch_end.close()
         return self._finish()
 
-    def _train_epoch(self) -> dict:
+    def _train_epoch(self, signals: StopSignals) -> dict:
         config, ctx, buffers = self.config, self.ctx, self.buffers
-        self.train_loader.set_epoch(self.epoch)
+        self.train_loader.set_epoch(self.epoch, start_batch=self.batch)
         for group, scale in epoch_lr_scales(config, self.epoch).items():
             self.optimizer.set_lr_scale(group, scale)
-        steps = min(self.steps_per_epoch, self.schedule.total_steps - self.step)
+        # The last epoch of a fractional run stops at the schedule's end.
+        steps = min(self.steps_per_epoch,
+                    self.schedule.total_steps - self.step + self.batch)
         buffers.reset_metrics()
+        seconds_before = 0.0
+        if self.partial_epoch is not None:  # resumed mid-epoch: this rank's sums so far
+            buffers.metrics.copy_(torch.tensor(self.partial_epoch["metrics"],
+                                               dtype=torch.float64))
+            seconds_before = self.partial_epoch["train_seconds"]
+            self.partial_epoch = None
         progress = EpochProgress(
             epoch=self.epoch, epochs=self.num_epochs, steps=steps,
             metrics=buffers.metrics, images_per_step=config.batch_size,
             log_every=config.log_every, enabled=config.progress and ctx.is_main,
+            first_batch=self.batch,
         )
-        lr = self.schedule.peak_lr
+        lr, stop_signal = self.schedule.peak_lr, None
         start = time.perf_counter()
-        cut_short = steps < self.steps_per_epoch  # the last epoch of a fractional run
-        batches = None
+        batches = iter(self.train_loader)
         try:
-            batches = iter(self.train_loader)
             for index, (images, targets) in enumerate(
-                    itertools.islice(batches, steps) if cut_short else batches):
+                    itertools.islice(batches, steps - self.batch), start=self.batch):
                 lr = self.train_batch(images, targets)
-                running_loss = progress.step(index, lr)
-                if running_loss is not None and not ctx.distributed and \
-                        not math.isfinite(running_loss):
-                    self._diverged(running_loss)
+                self.batch = index + 1
+                progress.step(index, lr)
+                verdict = self.checks.after_step(self.step, signals.received)
+                if verdict is None:
+                    continue
+                if verdict.diverged:
+                    self._diverged(verdict.loss)
+                if verdict.stop_signal is not None and self.batch < steps:
+                    stop_signal = verdict.stop_signal
+                    break
         finally:
             progress.close()
-            if cut_short and hasattr(batches, "close"):
-                batches.close()  # stop the loader's generator now, not when collected
+            if hasattr(batches, "close"):
+                batches.close()  # a loader's threads stop now, not when collected
         self._synchronize()
-        train_seconds = time.perf_counter() - start
+        train_seconds = seconds_before + time.perf_counter() - start
+        if stop_signal is not None:
+            self._stop(stop_signal, train_seconds)
+        self.checks.discard()
         train = dist.all_reduce_sum(buffers.metrics.clone(), ctx).tolist()
         with torch.no_grad():
             dist.average_buffers(self.model, ctx)
@@ -222,55 +283,33 @@ class Trainer:
         return lr
 
     def _diverged(self, value: float) -> None:
-        path = self.run_dir / CHECKPOINT_NAME
-        kept = (f"the last good checkpoint is {path} (epoch {self.epoch})" if self.epoch
-                else "no checkpoint was written")
+        path, saved = self.run_dir / CHECKPOINT_NAME, resume.position_in_words(*self.saved_at)
+        kept = f"the last good checkpoint is {path} ({saved})" if saved else \
+            "no checkpoint was written"
         message = (f"training loss became {value} in epoch {self.epoch + 1} (step {self.step}); "
                    f"stopped, {kept}; try a lower --lr or a longer --warmup-epochs")
         if self.ctx.is_main:  # `fastcifar runs` reads it: the state "diverged"
             write_diverged_marker(self.run_dir, self.epoch + 1, self.step, message)
         raise TrainingDiverged(message)
 
+    def _stop(self, signum: int, train_seconds: float | None = None) -> None:
+        """Every rank stops after the same step: save there (mid-epoch, or nothing new at
+        an epoch boundary), wait until rank 0 has written, and leave together."""
+        if self.batch:
+            self._save(train_seconds)
+        dist.barrier(self.ctx)  # no rank reports "stopped" before the checkpoint is in
+        epoch = self.epoch + 1 if self.batch else self.epoch
+        raise RunStopped(f"stopped at epoch {epoch} step {self.step}; "
+                         f"{resume_hint(self.config)}", exit_status(signum))
+
     def _synchronize(self) -> None:
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize(self.ctx.device)
 
-    # -- checkpoints -------------------------------------------------------------------
+    # -- checkpoints (resume.py) -----------------------------------------------------
 
-    def _save(self) -> None:
-        rngs = dist.all_gather_objects(rng_state(self.ctx.device), self.ctx)
-        if not self.ctx.is_main:
-            return
-        save_checkpoint(self.run_dir / CHECKPOINT_NAME, {
-            "epoch": self.epoch,
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.state_dict() if self.ema else None,
-            "lookahead": self.lookahead.state_dict() if self.lookahead else None,
-            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler else None,
-            "rng": rngs,
-            "history": self.history,
-        })
-
-    def _restore(self, state: dict) -> dict:
-        """Load a checkpoint into the built objects; returns this rank's RNG state."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
-        if self.lookahead is not None and state.get("lookahead") is not None:
-            self.lookahead.load_state_dict(state["lookahead"])
-        if self.grad_scaler is not None and state.get("grad_scaler") is not None:
-            self.grad_scaler.load_state_dict(state["grad_scaler"])
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.history = list(state["history"])
-        rngs = state["rng"]
-        if len(rngs) != self.ctx.world_size:
-            raise UserError(
-                f"the checkpoint was written by {len(rngs)} processes; resume it with as many"
-            )
-        return rngs[self.ctx.rank]
+    def _save(self, train_seconds: float | None = None) -> None:
+        resume.save_checkpoint_of(self, train_seconds)
 
     # -- the end ---------------------------------------------------------------------
 
@@ -288,42 +327,3 @@ class Trainer:
               f"(best {100 * summary['best_test_acc']:.2f}% at epoch {summary['best_epoch']}); "
               f"run in {self.run_dir}", flush=True)
         return summary
-
-
-def summarize(config, history: list[dict], model) -> dict:
-    last = history[-1]
-    best = max(history, key=lambda r: r["test_acc"])
-    train_seconds = sum(r["epoch_seconds"] for r in history)
-    images = sum(r["images_per_sec"] * r["epoch_seconds"] for r in history)
-    return {
-        "model": config.model,
-        "dataset": config.dataset,
-        "recipe": config.recipe,
-        "epochs": last["epoch"],
-        "steps": last["step"],
-        "test_acc": last["test_acc"],
-        "test_loss": last["test_loss"],
-        "train_acc": last["train_acc"],
-        "train_loss": last["train_loss"],
-        "best_test_acc": best["test_acc"],
-        "best_epoch": best["epoch"],
-        "train_seconds": train_seconds,
-        "images_per_sec": images / max(train_seconds, 1e-9),
-        "params": count_params(model),
-        "device": config.device,
-        "world_size": config.world_size,
-        "dtype": config.dtype,
-        "global_batch_size": config.batch_size,
-        "peak_lr": config.peak_lr,
-    }
-
-
-def state_checksum(model) -> str:
-    """sha256 of every parameter and buffer (layout-independent): equal across ranks
-    exactly when their models are bit-identical."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

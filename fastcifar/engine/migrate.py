@@ -19,7 +19,11 @@ config.json schema versions
 checkpoint formats
   1  epoch, step, model, optimizer, ema, grad_scaler, rng (one per rank), history
   2  adds `config_schema`: the config.json schema the run was written with
-  3  adds `lookahead`: the lookahead's slow weights (None without lookahead)
+  3  adds the position inside the epoch: `batch` (batches of epoch `epoch` + 1 already
+     trained; 0 at an epoch boundary) and `partial_epoch` (None at a boundary, else that
+     epoch's metric sums, BN buffers and train time so far, one entry per rank); every
+     older checkpoint was written at an epoch boundary
+  4  adds `lookahead`: the lookahead's slow weights (None without lookahead)
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from typing import Any, Callable, Mapping
 from fastcifar.errors import UserError
 
 CONFIG_SCHEMA_VERSION = 3
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4
 
 
 def _config_0_to_1(data: dict) -> dict:
@@ -59,6 +63,12 @@ def _checkpoint_1_to_2(state: dict) -> dict:
 
 
 def _checkpoint_2_to_3(state: dict) -> dict:
+    state["batch"] = 0
+    state["partial_epoch"] = None
+    return state
+
+
+def _checkpoint_3_to_4(state: dict) -> dict:
     state["lookahead"] = None
     return state
 
@@ -71,6 +81,7 @@ CONFIG_MIGRATIONS: dict[int, Callable[[dict], dict]] = {
 CHECKPOINT_MIGRATIONS: dict[int, Callable[[dict], dict]] = {
     1: _checkpoint_1_to_2,
     2: _checkpoint_2_to_3,
+    3: _checkpoint_3_to_4,
 }
 
 

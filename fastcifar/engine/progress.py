@@ -45,38 +45,37 @@ class EpochProgress:
     """tqdm bar over one epoch's batches showing epoch, batch, loss, lr and img/s."""
 
     def __init__(self, *, epoch: int, epochs: int, steps: int, metrics: torch.Tensor,
-                 images_per_step: int, log_every: int, enabled: bool):
+                 images_per_step: int, log_every: int, enabled: bool, first_batch: int = 0):
         self.epoch, self.epochs = epoch, epochs
         self.log_every = log_every
         self.images_per_step = images_per_step
+        self.first_batch = first_batch  # > 0 in an epoch resumed mid-way
         self.reader = LaggedReader(metrics)
         self.last_loss = math.nan
         self._start = time.perf_counter()
         self._bar = None
         if enabled:
-            self._bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                             leave=False, dynamic_ncols=True)
+            self._bar = tqdm(total=steps, initial=first_batch, desc=f"epoch {epoch + 1}/{epochs}",
+                             unit="batch", leave=False, dynamic_ncols=True)
 
-    def step(self, index: int, lr: float) -> float | None:
-        """Call after batch `index` (0-based). Returns the running mean train loss when a
-        fresh value arrived (the caller checks it is finite), else None."""
-        if (index + 1) % self.log_every:
-            return None
+    def step(self, index: int, lr: float) -> None:
+        """Call after batch `index` (0-based): every log_every batches the bar shows the
+        latest running loss that has arrived. (Divergence and stops are checks.py's.)"""
+        if self._bar is None or (index + 1) % self.log_every:
+            return
         values = self.reader.poll()
         self.reader.request()
         if values is None:
             values = self.reader.poll()  # on the CPU the copy has already finished
         if values is None or values[SEEN] == 0:
-            return None
+            return
         self.last_loss = values[LOSS_SUM] / values[SEEN]
-        if self._bar is not None:
-            seconds = time.perf_counter() - self._start
-            rate = (index + 1) * self.images_per_step / max(seconds, 1e-9)
-            self._bar.set_postfix_str(
-                f"loss {self.last_loss:.4f} lr {lr:.4g} {rate:,.0f} img/s", refresh=False
-            )
-            self._bar.update(index + 1 - self._bar.n)
-        return self.last_loss
+        seconds = time.perf_counter() - self._start
+        rate = (index + 1 - self.first_batch) * self.images_per_step / max(seconds, 1e-9)
+        self._bar.set_postfix_str(
+            f"loss {self.last_loss:.4f} lr {lr:.4g} {rate:,.0f} img/s", refresh=False
+        )
+        self._bar.update(index + 1 - self._bar.n)
 
     def close(self) -> None:
         if self._bar is not None:

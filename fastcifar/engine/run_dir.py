@@ -70,13 +70,13 @@ def read_saved_config(run_dir: str | os.PathLike) -> dict:
     return saved
 
 
-def prepare_run_dir(config) -> Path:
-    """Check that `config` may use its run directory, and make it ready.
+def check_run_dir(config) -> Path:
+    """Raise UserError unless `config` may use its run directory; changes nothing.
 
     A finished run (summary.json) is never overwritten without --force; nor is an
     unfinished one with a checkpoint, which --resume continues. A run stopped before its
-    first checkpoint has nothing to continue: it starts over. --force removes the previous
-    run's files.
+    first checkpoint has nothing to continue: it starts over. A seed group's folder is
+    not a run.
     """
     run_dir = Path(config.out)
     if (run_dir / SEEDS_NAME).exists():
@@ -94,9 +94,7 @@ def prepare_run_dir(config) -> Path:
                 f"--resume: {run_dir} has no checkpoint yet (stopped in its first epoch); "
                 "start it again without --resume"
             )
-        (run_dir / DIVERGED_NAME).unlink(missing_ok=True)  # it runs again
-        return run_dir
-    if has_run and not config.force:
+    elif has_run and not config.force:
         if finished:
             raise UserError(
                 f"{run_dir} holds a finished run (summary.json exists); pass --force to "
@@ -106,6 +104,17 @@ def prepare_run_dir(config) -> Path:
             f"{run_dir} holds an unfinished run; pass --resume to continue it or --force "
             "to start over"
         )
+    return run_dir
+
+
+def prepare_run_dir(config) -> Path:
+    """check_run_dir(config), then make the folder ready: created if needed and, for a
+    new run, without the previous run's files (--force, or a run stopped before its
+    first checkpoint); a resumed run loses only its diverged marker (it runs again)."""
+    run_dir = check_run_dir(config)
+    if config.resume:
+        (run_dir / DIVERGED_NAME).unlink(missing_ok=True)
+        return run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

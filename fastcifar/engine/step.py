@@ -164,6 +164,9 @@ class EagerRunner:
         self.step.buffers.load(images, targets)
         self.step()
 
+    def close(self) -> None:
+        """Nothing to release (the graph runner's counterpart)."""
+
 
 class GraphRunner:
     """Records the step in a CUDA graph once, then replays it for every batch.
@@ -176,12 +179,21 @@ class GraphRunner:
 
     capture_error_mode="thread_local" lets loader threads (DALI, prefetchers) keep
     issuing CUDA work while this thread captures.
+
+    `stream` is the trainer's one side stream: DDP must be built, warmed up and captured
+    on the same stream (its AccumulateGrad nodes keep the stream they were created on;
+    a mismatch is a known cause of cudaErrorStreamCaptureInvalidated), so build.py
+    creates it, builds DDP on it and hands it over. Without one, the runner makes its own.
+
+    close() releases the graph. A graph that captured NCCL collectives keeps their
+    communicator referenced, and NCCL's shutdown (graceful or abort) waits for every such
+    graph to go: close() must run before the process group is destroyed, on every way out.
     """
 
     captured = False
 
     def __init__(self, step: TrainStep, *, warmup_steps: int = 3,
-                 capture_error_mode: str = "thread_local"):
+                 capture_error_mode: str = "thread_local", stream=None):
         if step.grad_scaler is not None:
             raise ValueError("GradScaler reads found-inf on the host; it cannot be captured")
         self.step = step
@@ -189,7 +201,7 @@ class GraphRunner:
         self.capture_error_mode = capture_error_mode
         self.graph = None
         self._eager_steps = 0
-        self._side_stream = None
+        self._side_stream = stream
 
     @property
     def warmup_calls(self) -> int:
@@ -206,26 +218,38 @@ class GraphRunner:
             self._capture()
         self.graph.replay()
 
-    def _run_on_side_stream(self) -> None:
+    def close(self) -> None:
+        """Release the captured graph (idempotent)."""
+        graph, self.graph = self.graph, None
+        if graph is not None:
+            graph.reset()
+
+    def _stream(self):
         if self._side_stream is None:
             self._side_stream = torch.cuda.Stream()
-        main = torch.cuda.current_stream()
-        self._side_stream.wait_stream(main)
-        with torch.cuda.stream(self._side_stream):
+        return self._side_stream
+
+    def _run_on_side_stream(self) -> None:
+        side, main = self._stream(), torch.cuda.current_stream()
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
             self.step()
-        main.wait_stream(self._side_stream)
+        main.wait_stream(side)
 
     def _capture(self) -> None:
         # Capture records kernels without running them: this batch's update happens at
         # the replay that follows, and the metrics are not touched twice.
+        side, main = self._stream(), torch.cuda.current_stream()
+        side.wait_stream(main)  # the batch just loaded on the main stream
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode=self.capture_error_mode):
+        with torch.cuda.graph(graph, stream=side, capture_error_mode=self.capture_error_mode):
             self.step()
         self.graph = graph
         self.captured = True
 
 
-def make_runner(step: TrainStep, *, graph: bool, distributed: bool = False):
+def make_runner(step: TrainStep, *, graph: bool, distributed: bool = False, stream=None):
+    """EagerRunner, or a GraphRunner capturing on `stream` (see GraphRunner)."""
     if not graph:
         return EagerRunner(step)
-    return GraphRunner(step, warmup_steps=11 if distributed else 3)
+    return GraphRunner(step, warmup_steps=11 if distributed else 3, stream=stream)

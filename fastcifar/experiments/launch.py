@@ -19,7 +19,8 @@ def train_from_options(options: Mapping[str, Any]) -> dict:
     if options.get("resume") and is_seed_group(options.get("out")):
         return resume_seed_group({**options, "seeds": seeds})
     if seeds is None:
-        return loop.train(resolve_config(options))
+        # One run; under torchrun only rank 0 resolves a resumed run's files (loop.py).
+        return loop.train_from_options(options)
     if options.get("resume"):
         raise UserError(f"--resume --seeds: {options.get('out')} is not a seed group "
                         "(it has no seeds.json)")

@@ -296,8 +296,8 @@ def test_a_recipe_run_trains_whitens_freezes_and_resumes_exactly(airbench_data, 
     lr_scales = []
     epoch_start = loop.Trainer._train_epoch
 
-    def record_scales(self):
-        record = epoch_start(self)
+    def record_scales(self, *args):
+        record = epoch_start(self, *args)
         lr_scales.append({g["name"]: g.get("lr_scale") for g in self.optimizer.param_groups})
         return record
 

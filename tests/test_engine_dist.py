@@ -54,9 +54,9 @@ def test_two_gloo_processes_train_and_stay_in_sync(dist_data, tmp_path):
     assert 0 <= records[-1]["test_acc"] <= 1
     written = json.loads((out / "config.json").read_text())
     assert written["world_size"] == 2 and written["per_rank_batch_size"] == 20
-    # Only rank 0 wrote files: nothing but the run's own.
+    # Only rank 0 wrote files: nothing but the run's own (and the lock it held).
     assert sorted(p.name for p in out.iterdir()) == \
-        ["checkpoint.pt", "config.json", "metrics.jsonl", "summary.json"]
+        ["checkpoint.pt", "config.json", "metrics.jsonl", "run.lock", "summary.json"]
 
 
 def die_on_rank_one(ctx):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any, Callable, Mapping
 
 from fastcifar.engine import dist
@@ -36,6 +37,10 @@ from fastcifar.errors import AgreedError, RunStopped, UserError
 
 # What the CLI exits with for a UserError; a quiet rank exits alike.
 EXIT_USER_ERROR = 2
+# A quiet rank waits this long before it exits: torchrun stops every worker as soon as
+# one exits with an error, and the rank that reports the reason must get to print it
+# first (seen lost on a loaded 2-core machine, 2026-12-03).
+QUIET_EXIT_DELAY_S = 5.0
 
 
 def train(source: TrainConfig | Mapping[str, Any], run_process: Callable) -> dict | None:
@@ -48,7 +53,7 @@ def train(source: TrainConfig | Mapping[str, Any], run_process: Callable) -> dic
             check_run_dir(config)
     except UserError:
         if local_rank != 0:  # the first process of this machine says it
-            raise SystemExit(2) from None
+            _quiet_exit(EXIT_USER_ERROR)
         raise
     device, graph = _group_settings(source, config)
     with claimed_run_dir(config) if rank == 0 else contextlib.nullcontext():
@@ -62,12 +67,17 @@ def train(source: TrainConfig | Mapping[str, Any], run_process: Callable) -> dic
             # run_process released the captured graph already: the group can go.
             dist.shutdown(ctx, clean=False)
             if not ctx.is_main and isinstance(exc, (AgreedError, RunStopped)):
-                raise SystemExit(_exit_status(exc)) from None
+                _quiet_exit(_exit_status(exc))
             if is_peer_failure(exc):
                 raise UserError(f"rank {ctx.rank} lost contact with another training "
                                 "process, which failed or was stopped (its output says "
                                 "why)") from None
             raise
+
+
+def _quiet_exit(status: int) -> None:
+    time.sleep(QUIET_EXIT_DELAY_S)
+    raise SystemExit(status) from None
 
 
 def _resolve_here(source, rank: int) -> TrainConfig | None:

@@ -15,23 +15,21 @@ evaluation keeps the whole block, so ranks may differ by one sample (and then by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import repeat
 
 import numpy as np
 import torch
 
 from fastcifar.augment import AugmentConfig, AugmentParams, identity_params, sample_params
-from fastcifar.augment.autoaugment import sample_autoaugment
 from fastcifar.augment.call import OUTPUT_DTYPES
 from fastcifar.datasets import get_dataset
 from fastcifar.errors import UserError
 
 # Independent random streams drawn from (seed, epoch): the order is shared by every rank
-# (so their blocks are disjoint); augmentation streams also take the rank.
+# (so their blocks are disjoint); augmentation streams also take the rank. (Stream 3 was
+# AutoAugment's own; policies now draw from the augment stream, after everything else.)
 ORDER_STREAM = 0
 AUGMENT_STREAM = 1
 MIX_STREAM = 2
-AUTOAUGMENT_STREAM = 3
 
 
 @dataclass(frozen=True)
@@ -150,24 +148,19 @@ def spec_epoch_indices(spec: LoaderSpec, num_samples: int, epoch: int,
 
 
 def epoch_batch_params(spec: LoaderSpec, sizes: list[int], epoch: int):
-    """(AugmentParams, AutoAugmentParams or None) per batch of one epoch: the draws of the
+    """AugmentParams per batch of one epoch (policy entries included): the draws of the
     backends that run the fused op (native, ffcv), from (seed, epoch, rank) alone."""
     generator = stream_generator(spec, epoch, AUGMENT_STREAM)
-    params = iter_batch_params(spec.augment, sizes, generator, spec.device)
-    if not spec.augment.autoaugment:
-        return zip(params, repeat(None))
-    policy_generator = stream_generator(spec, epoch, AUTOAUGMENT_STREAM)
-    return zip(params, (sample_autoaugment(size, policy_generator, spec.device)
-                        for size in sizes))
+    return iter_batch_params(spec.augment, sizes, generator, spec.device)
 
 
 def iter_batch_params(config: AugmentConfig, sizes: list[int], generator: torch.Generator,
                       device):
     """AugmentParams for consecutive batches of the given sizes, drawn from `generator`.
 
-    Without mixing, the per-sample draws (shift, flip, erase box) of the whole epoch are made
-    at once and sliced: one set of ~10 small launches per epoch instead of per batch, which
-    keeps the host-side cost of a batch to the augment launch itself.
+    Without mixing, the per-sample draws (shift, flip, erase box, policy entries) of the
+    whole epoch are made at once and sliced: one set of ~10 small launches per epoch instead
+    of per batch, which keeps the host-side cost of a batch to the augment launch itself.
     """
     if config.mixing:
         # Mix partners are positions inside a batch, so they are drawn batch by batch.
@@ -183,7 +176,8 @@ def iter_batch_params(config: AugmentConfig, sizes: list[int], generator: torch.
         yield AugmentParams(shift=whole.shift[part], flip=whole.flip[part],
                             erase_box=whole.erase_box[part], partner=fixed.partner[:size],
                             mix_weight=fixed.mix_weight[:size], mix_box=fixed.mix_box[:size],
-                            target_weight=fixed.target_weight[:size])
+                            target_weight=fixed.target_weight[:size],
+                            policy=whole.policy[part])
 
 
 def batch_sizes(count: int, batch_size: int) -> list[int]:

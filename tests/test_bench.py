@@ -139,6 +139,7 @@ def test_pipeline_suite_writes_json_plot_and_history(prepared_data, tmp_path, mo
     assert {(r["config"], r["backend"]) for r in rows} >= {
         ("loader", "native"), ("loader", "torchvision"), ("augment-op:reference", None),
         ("augment-op:numba", None), ("augment-op:numba+autoaugment", None),
+        ("augment-op:numba+randaugment", None), ("augment-op:numba+trivialaugment", None),
         ("augment-op:numba@256", None)}
     for row in rows:
         assert REQUIRED_RESULT_KEYS <= set(row)
@@ -149,6 +150,10 @@ def test_pipeline_suite_writes_json_plot_and_history(prepared_data, tmp_path, mo
     assert by_backend["native"]["data"] == "prepared"
     numba = next(r for r in rows if r["config"] == "augment-op:numba")
     assert numba["bytes_per_sec"] > 0 and 0 < numba["bandwidth_fraction"]
+    for policy in ("autoaugment", "randaugment", "trivialaugment"):  # set against numba
+        row = next(r for r in rows if r["config"] == f"augment-op:numba+{policy}")
+        assert row["baseline"] == "augment-op:numba" and row["augment_policy"] == policy
+        assert row["ratio"] == pytest.approx(row["images_per_sec"] / numba["images_per_sec"])
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # --record appended one line per result, env merged in, and kept what was there.
     lines = [json.loads(line) for line in history.read_text().splitlines()]

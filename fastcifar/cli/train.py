@@ -1,5 +1,6 @@
 import click
 
+from fastcifar.augment_policies import AUGMENT_POLICIES, DEFAULT_RA_M, DEFAULT_RA_N
 from fastcifar.backends import BACKEND_NAMES, DEFAULT_BACKEND
 from fastcifar.datasets import DATASETS
 from fastcifar.engine.recipes import RECIPES
@@ -54,7 +55,12 @@ def _parse_epochs(ctx, param, value):
 @click.option("--cutmix", type=float, help="CutMix alpha (0: off).")
 @click.option("--cutout", type=int, help="Cutout square size in pixels (0: off).")
 @click.option("--erase-prob", type=float, help="Random-erasing probability.")
-@_flag("autoaugment", "AutoAugment, CIFAR-10 policy.")
+@click.option("--augment-policy", type=click.Choice(AUGMENT_POLICIES),
+              help="Per-image augmentation policy after crop/flip (see below).")
+@click.option("--ra-n", type=int, help=f"RandAugment: ops per image (default {DEFAULT_RA_N}).")
+@click.option("--ra-m", type=int,
+              help=f"RandAugment: magnitude bin, 0-30 (default {DEFAULT_RA_M}).")
+@_flag("autoaugment", "Alias: --augment-policy autoaugment (--no-: none).")
 @_flag("ema", "Evaluate an exponential moving average of the weights.")
 @click.option("--ema-decay", type=float)
 @_flag("tta", "Test-time augmentation: average with the mirrored image.")
@@ -102,6 +108,12 @@ def train(**options):
       fast    16 epochs, batch 512, linear warmup 3 then linear decay, label smoothing
               0.2, Nesterov, EMA, flip TTA (resnet9 / airbench94)
     peak lr = base lr x global batch / recipe batch (stated in RUNDIR/config.json).
+
+    \b
+    Augmentation policies (--augment-policy), as torchvision's v2 transforms:
+      autoaugment     AutoAugment's CIFAR-10 policy (the strong recipe's)
+      randaugment     RandAugment: --ra-n ops per image at magnitude bin --ra-m
+      trivialaugment  TrivialAugmentWide: one op at a random magnitude
     """
     # Imported here, not at the top: they load torch, which `fastcifar --help` does not need.
     from fastcifar.engine.loop import train as run

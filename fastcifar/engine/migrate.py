@@ -9,6 +9,8 @@ A file from a newer fastcifar is refused in one line.
 config.json schema versions
   0  (no schema_version; fastcifar up to commit aecc1fc, 2026-12-01)
   1  `lr` (the peak lr after batch scaling) is named `peak_lr`; `schema_version` added
+  2  the `autoaugment` switch becomes `augment_policy` ("autoaugment" or "none"), with
+     RandAugment's `ra_n` and `ra_m` (set to their defaults: unused by those policies)
 
 checkpoint formats
   1  epoch, step, model, optimizer, ema, grad_scaler, rng (one per rank), history
@@ -20,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from fastcifar.errors import UserError
 
-CONFIG_SCHEMA_VERSION = 1
+CONFIG_SCHEMA_VERSION = 2
 CHECKPOINT_FORMAT = 2
 
 
@@ -30,12 +32,21 @@ def _config_0_to_1(data: dict) -> dict:
     return data
 
 
+def _config_1_to_2(data: dict) -> dict:
+    autoaugment = data.pop("autoaugment", False)  # schema 1's own default
+    if not isinstance(autoaugment, bool):
+        raise UserError(f"config.json's autoaugment must be true or false, got {autoaugment!r}")
+    data["augment_policy"] = "autoaugment" if autoaugment else "none"
+    data["ra_n"], data["ra_m"] = 2, 9  # RandAugment's defaults then: unused by either policy
+    return data
+
+
 def _checkpoint_1_to_2(state: dict) -> dict:
     state["config_schema"] = 0
     return state
 
 
-CONFIG_MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _config_0_to_1}
+CONFIG_MIGRATIONS: dict[int, Callable[[dict], dict]] = {0: _config_0_to_1, 1: _config_1_to_2}
 CHECKPOINT_MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _checkpoint_1_to_2}
 
 

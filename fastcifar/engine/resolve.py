@@ -12,6 +12,7 @@ import math
 import time
 from typing import Any, Mapping
 
+from fastcifar.augment_policies import check_policy
 from fastcifar.backends import get_backend
 from fastcifar.datasets import get_dataset
 from fastcifar.engine.config import TrainConfig
@@ -23,7 +24,7 @@ from fastcifar.errors import UserError, close_names_hint
 from fastcifar.models import list_models, model_options
 
 # Keys resolve_config accepts besides TrainConfig fields.
-INPUT_ONLY_KEYS = frozenset({"gpus", "nproc", "amp"})
+INPUT_ONLY_KEYS = frozenset({"gpus", "nproc", "amp", "autoaugment"})
 # Fields resolve_config derives; they are never options.
 DERIVED_FIELDS = frozenset({"peak_lr", "reference_batch_size"})
 
@@ -62,6 +63,7 @@ def resolve_config(options: Mapping[str, Any], *, cuda_devices: int | None = Non
     recipe = get_recipe(options.get("recipe", default_recipe(model)))
     values = _recipe_values(recipe, model, options)
     values.update((k, v) for k, v in options.items() if k not in INPUT_ONLY_KEYS)
+    _apply_autoaugment_alias(values, options)
     _rescale_schedule(values, options, recipe)
     resolve_execution(values, options, cuda_devices)
     scale = values["batch_size"] / values["reference_batch_size"]
@@ -87,6 +89,19 @@ def _recipe_values(recipe: Recipe, model: str, options: Mapping[str, Any]) -> di
         # (not resnet9/airbench94); asked for explicitly, create_model refuses it.
         values["zero_init_residual"] = _takes_option(model, "zero_init_residual")
     return values
+
+
+def _apply_autoaugment_alias(values: dict, options: Mapping[str, Any]) -> None:
+    """--autoaugment is --augment-policy autoaugment; --no-autoaugment turns a recipe's
+    policy off."""
+    if "autoaugment" not in options:
+        return
+    alias = "autoaugment" if options["autoaugment"] else "none"
+    given = options.get("augment_policy", alias)
+    if given != alias:
+        flag = "--autoaugment" if options["autoaugment"] else "--no-autoaugment"
+        raise UserError(f"{flag} contradicts --augment-policy {given}")
+    values["augment_policy"] = alias
 
 
 def _takes_option(model: str, option: str) -> bool:
@@ -160,6 +175,7 @@ def check_config(c: TrainConfig) -> None:
     need(c.mixup >= 0 and c.cutmix >= 0, "--mixup/--cutmix alphas must be non-negative")
     need(0 <= c.erase_prob <= 1, "--erase-prob must be in [0, 1]")
     need(c.cutout >= 0, "--cutout must be non-negative")
+    check_policy(c.augment_policy, c.ra_n, c.ra_m)
     need(0 <= c.drop_path < 1, "--drop-path must be in [0, 1)")
     need(0 < c.ema_decay < 1 and c.ema_every >= 1, "EMA decay must be in (0, 1), every >= 1")
     need(c.num_workers >= 0, "--num-workers must be non-negative")

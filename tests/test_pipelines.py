@@ -73,15 +73,17 @@ def test_order_depends_on_seed_and_epoch_only():
     assert len(seeds) == 240
 
 
-def test_batch_params_without_mixing_are_sliced_from_one_draw():
-    config = AugmentConfig.for_dataset(DATASET, cutout=16)
+@pytest.mark.parametrize("policy", ["none", "trivialaugment"])
+def test_batch_params_without_mixing_are_sliced_from_one_draw(policy):
+    config = AugmentConfig.for_dataset(DATASET, cutout=16, augment_policy=policy)
     sizes = batch_sizes(130, 64)
     assert sizes == [64, 64, 2]
     params = list(iter_batch_params(config, sizes, make_generator(1, "cpu"), "cpu"))
     whole = sample_params(config, 130, make_generator(1, "cpu"), "cpu")
     assert torch.equal(torch.cat([p.shift for p in params]), whole.shift)
+    assert torch.equal(torch.cat([p.policy for p in params]), whole.policy)
     for p, size in zip(params, sizes):
-        p.check(size, torch.device("cpu"))  # dtypes, shapes, contiguity as the op needs
+        p.check(size, torch.device("cpu"), config.policy_steps)  # as the op needs them
         assert torch.equal(p.partner, torch.arange(size))
 
 

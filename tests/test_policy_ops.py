@@ -60,10 +60,12 @@ def check_entries(policy: str, entries: list[int], images: torch.Tensor):
 
 @pytest.mark.parametrize("policy", list(SPACES))
 def test_each_op_at_its_extreme_and_middle_magnitudes_equals_torchvision(policy):
-    """The fast subset: bins 0 and the last, both signs; for TrivialAugment also bin 20 (a
-    quarter turn, which torchvision does with rot90, not a grid)."""
+    """The fast subset: bins 0 and the last, both signs, and one where shears put output
+    pixels exactly half-way between two sources (a shear of 0.2: bin 6 of AutoAugment's,
+    20 of RandAugment's) or, for TrivialAugment, bin 20 (a quarter turn, which torchvision
+    does with rot90, not a grid)."""
     last = SPACES[policy].num_bins - 1
-    levels = {0, last} | ({20} if policy == "trivialaugment" else {last // 2})
+    levels = {0, last, 6 if policy == "autoaugment" else 20}
     check_entries(policy, distinct_entries(policy, levels), make_images(8))
 
 

@@ -202,12 +202,16 @@ def test_step_quick_measures_every_cpu_configuration(monkeypatch):
 
 
 def test_e2e_runs_the_trainer_with_a_loader(prepared_data):
+    """With the strong recipe: AutoAugment, mixup/cutmix soft targets and erasing in the
+    trainer's loader (`fastcifar bench --recipe strong`)."""
     data_dir, _ = prepared_data
     config = resolve_bench_config(suite="e2e", device="cpu", quick=True, models=("resnet20",),
-                                  backends=("native",), data_dir=str(data_dir), timing=TINY)
+                                  backends=("native",), recipe="strong",
+                                  data_dir=str(data_dir), timing=TINY)
     report = run_bench(config, log=lambda _: None)
     assert not report["failed"]
     (row,) = report["results"]
+    assert row["recipe"] == "strong"
     assert row["backend"] == "native" and row["dtype"] == "fp32"
     assert row["images_per_sec"] > 0 and row["step_alone_images_per_sec"] > 0
     assert row["baseline"] == "step alone" and row["ratio"] > 0

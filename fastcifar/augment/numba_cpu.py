@@ -71,12 +71,14 @@ def render_through_policy(image, shift, flip, box, lut, reflect, entries, kinds,
     the tile, then normalise (through what the policy left pending) and erase."""
     buffers = np.empty((2, 3 * _SIZE * _SIZE), np.uint8)  # the tile (flat HWC) and a spare
     crop_flip_tile(image, shift[0], shift[1], flip, reflect, buffers[0])
-    tile, pending = run_policy(buffers[0], buffers[1], np.empty((3, 256), np.uint8), entries,
-                               kinds, coefficients)
-    normalise = np.empty((3, 256), np.float32)
-    for c in range(3):
-        for v in range(256):
-            normalise[c, v] = lut[c, pending[c, v]]
+    table = np.empty((3, 256), np.uint8)
+    tile, pending = run_policy(buffers[0], buffers[1], table, entries, kinds, coefficients)
+    normalise = lut
+    if pending:  # fold the value maps left pending into the normalisation
+        normalise = np.empty((3, 256), np.float32)
+        for c in range(3):
+            for v in range(256):
+                normalise[c, v] = lut[c, table[c, v]]
     # Channels written out: numba's loops over c here ran at half this speed.
     for y in range(_SIZE):
         erase_row = box[0] <= y < box[1]

@@ -82,10 +82,10 @@ def gray(r, g, b):
 
 @njit(cache=False)
 def run_policy(tile, scratch, table, entries, kinds, coefficients):
-    """Run one sample's entries. Returns (image, table): the result is
-    table[c, image[3p + c]], with image one of the two buffers passed in."""
-    reset_table(table)
-    pending = False  # table is not the identity
+    """Run one sample's entries. Returns (image, pending): the result is image (one of the
+    two buffers passed in), mapped through table[c, image[3p + c]] when pending, as is
+    otherwise (the table's content then means nothing)."""
+    pending = False
     for step in range(entries.shape[0]):
         entry = entries[step]
         kind, c = kinds[entry], coefficients[entry]
@@ -102,45 +102,39 @@ def run_policy(tile, scratch, table, entries, kinds, coefficients):
         elif kind == COLOR:
             color(tile, c[0], c[1], scratch)
         else:
-            compose_per_value(kind, c, tile, table)
+            compose_per_value(kind, c, tile, table, pending)
             pending = True
             continue
         tile, scratch = scratch, tile  # the op wrote the new image into scratch
-    return tile, table
-
-
-@njit(cache=False)
-def reset_table(table):
-    for ch in range(3):
-        for v in range(256):
-            table[ch, v] = v
+    return tile, pending
 
 
 @njit(cache=False)
 def apply_table(tile, table):
-    """tile <- table[c, tile] in place; the table becomes the identity."""
+    """tile <- table[c, tile] in place."""
     for p in range(_PIXELS):
         tile[3 * p] = table[0, tile[3 * p]]
         tile[3 * p + 1] = table[1, tile[3 * p + 1]]
         tile[3 * p + 2] = table[2, tile[3 * p + 2]]
-    reset_table(table)
 
 
 @njit(cache=False)
-def compose_per_value(kind, c, tile, table):
-    """table[ch, v] <- op(table[ch, v]) for a per-value op, with the statistics of the
-    current image where the op needs them (contrast's mean luma: the caller applied any
-    pending table to the tile first)."""
-    hist = np.zeros((3, 256), np.int32)
-    if kind == AUTOCONTRAST or kind == EQUALIZE:
-        counts = np.zeros((3, 256), np.int32)  # of the tile's values, then mapped
+def compose_per_value(kind, c, tile, table, pending):
+    """table <- op o table (or op itself when nothing is pending) for a per-value op, with
+    the statistics of the current image where the op needs them (contrast's mean luma:
+    the caller applied any pending table to the tile first)."""
+    hist = np.empty((3, 256 if kind == AUTOCONTRAST or kind == EQUALIZE else 0), np.int32)
+    if kind == AUTOCONTRAST or kind == EQUALIZE:  # of the current image's values
+        hist[:, :] = 0
         for p in range(_PIXELS):
-            counts[0, tile[3 * p]] += 1
-            counts[1, tile[3 * p + 1]] += 1
-            counts[2, tile[3 * p + 2]] += 1
-        for ch in range(3):
-            for v in range(256):
-                hist[ch, table[ch, v]] += counts[ch, v]
+            hist[0, tile[3 * p]] += 1
+            hist[1, tile[3 * p + 1]] += 1
+            hist[2, tile[3 * p + 2]] += 1
+        if pending:  # those were the tile's values: map them through the table
+            counts, hist = hist, np.zeros((3, 256), np.int32)
+            for ch in range(3):
+                for v in range(256):
+                    hist[ch, table[ch, v]] += counts[ch, v]
     mean = _ZERO
     if kind == CONTRAST:
         total = 0  # the floored lumas are integers: summed as such (LLVM vectorises it)
@@ -148,15 +142,13 @@ def compose_per_value(kind, c, tile, table):
             total += np.int32(gray(np.float32(tile[3 * p]), np.float32(tile[3 * p + 1]),
                                    np.float32(tile[3 * p + 2])))
         mean = np.float32(total) / np.float32(_PIXELS)
+    per_channel = kind == AUTOCONTRAST or kind == EQUALIZE
     op = np.empty(256, np.uint8)
     for ch in range(3):
-        fill_op_table(kind, c, hist[ch], mean, op)
+        if ch == 0 or per_channel:  # the other ops are the same in every channel
+            fill_op_table(kind, c, hist[ch], mean, op)
         for v in range(256):
-            table[ch, v] = op[table[ch, v]]
-        if kind != AUTOCONTRAST and kind != EQUALIZE:  # the same op in every channel
-            for v in range(256):
-                table[1, v], table[2, v] = op[table[1, v]], op[table[2, v]]
-            break
+            table[ch, v] = op[table[ch, v]] if pending else op[v]
 
 
 @njit(cache=False)
@@ -201,12 +193,12 @@ def autocontrast_table(low, high, op):
 def equalize_table(hist, step, op):
     """PIL's equalisation table, in integers (as torchvision): (below + step // 2) // step
     with `below` the pixels darker than v; a channel with step 0 keeps its values."""
-    below, quotient = 0, 0
+    below = 0
     for v in range(256):
-        # quotient kept up as below grows: a division per value by this run-time step
-        # cost more than the rest of the op together
-        while step and (quotient + 1) * step <= below + step // 2:
-            quotient += 1
+        # The quotient of two integers below 2^11 through a float64 division: exact (a
+        # non-integer quotient is at least 2^-22 below the next integer), and pipelined,
+        # where an integer division by this run-time step took longer than the whole op.
+        quotient = np.int64(np.float64(below + step // 2) / np.float64(max(step, 1)))
         op[v] = v if step == 0 else min(quotient, 255)
         below += hist[v]
 

@@ -1,8 +1,7 @@
 """The policy ops as numba functions over one sample's uint8 tile (flat HWC, [3072]).
 
-Same arithmetic as policy_reference.py (the spec): float32 where it is float32, the
-fused multiply-adds through float64, every float constant a float32 (so nothing is
-promoted to float64 by accident); results equal the spec bit for bit.
+Same arithmetic as policy_reference.py (the spec), float32 where it is float32 and the
+fused multiply-adds rounded once (policy_arith.py); results equal the spec bit for bit.
 
 Why it is fast: an op that maps each channel value on its own (brightness, posterize,
 solarize, invert; contrast, autocontrast and equalize once their statistics are known)
@@ -17,22 +16,11 @@ table, a gather, made color 6x slower) and write into `scratch`, which becomes t
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
-from numba.core.extending import intrinsic
+from numba import njit
 
-from fastcifar.augment.policy_reference import LUMA
-from fastcifar.augment.policy_table import (
-    AFFINE,
-    AUTOCONTRAST,
-    BRIGHTNESS,
-    COLOR,
-    CONTRAST,
-    EQUALIZE,
-    IDENTITY,
-    POSTERIZE,
-    SHARPNESS,
-    SOLARIZE,
-)
+from fastcifar.augment.policy_arith import fma32, gray, to_uint8
+from fastcifar.augment.policy_table import AFFINE, COLOR, CONTRAST, IDENTITY, SHARPNESS
+from fastcifar.augment.policy_value_ops import compose_per_value
 
 _SIZE = 32
 _PIXELS = _SIZE * _SIZE
@@ -40,44 +28,10 @@ _CENTRE = np.float32(15.5)
 _HALF_PIXEL = np.float32(0.5)
 _ONE = np.float32(1.0)
 _HALF_SIZE = np.float32(_SIZE / 2)
-_INV_255 = np.float32(1.0 / 255)
-_ZERO = np.float32(0.0)
 # x + 1.5 * 2**23 - 1.5 * 2**23 rounds a float32 |x| < 2**22 to an integer, ties to even
 # (the FPU's rounding; LLVM does not reassociate it without fast-math): a libm rint call
 # per pixel costs more than the rest of the warp.
 _ROUNDER = np.float32(12582912.0)
-_LUMA_R, _LUMA_G, _LUMA_B = (np.float32(w) for w in LUMA)
-
-
-@intrinsic
-def _fused_multiply_add(typingctx, a, b, c):
-    """LLVM's fma.f32: one rounding, one instruction on CPUs with FMA (else libm's fmaf)."""
-    if not all(t == types.float32 for t in (a, b, c)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.fma(*args)
-
-    return types.float32(types.float32, types.float32, types.float32), codegen
-
-
-@njit(inline="always")
-def fma32(a, b, c):
-    """float32 a * b + c rounded once: what the spec gets through float64, which is exact
-    for these operands, so both round the same."""
-    return _fused_multiply_add(np.float32(a), np.float32(b), np.float32(c))
-
-
-@njit(inline="always")
-def to_uint8(value):
-    """Clamp a float32 to [0, 255] and truncate, as .to(torch.uint8) does."""
-    return np.uint8(min(max(value, _ZERO), np.float32(255.0)))
-
-
-@njit(inline="always")
-def gray(r, g, b):
-    """Floored luma of one pixel (float32 channel values in, float32 out)."""
-    return np.floor(fma32(b, _LUMA_B, fma32(g, _LUMA_G, r * _LUMA_R)))
 
 
 @njit(cache=False)
@@ -116,91 +70,6 @@ def apply_table(tile, table):
         tile[3 * p] = table[0, tile[3 * p]]
         tile[3 * p + 1] = table[1, tile[3 * p + 1]]
         tile[3 * p + 2] = table[2, tile[3 * p + 2]]
-
-
-@njit(cache=False)
-def compose_per_value(kind, c, tile, table, pending):
-    """table <- op o table (or op itself when nothing is pending) for a per-value op, with
-    the statistics of the current image where the op needs them (contrast's mean luma:
-    the caller applied any pending table to the tile first)."""
-    hist = np.empty((3, 256 if kind == AUTOCONTRAST or kind == EQUALIZE else 0), np.int32)
-    if kind == AUTOCONTRAST or kind == EQUALIZE:  # of the current image's values
-        hist[:, :] = 0
-        for p in range(_PIXELS):
-            hist[0, tile[3 * p]] += 1
-            hist[1, tile[3 * p + 1]] += 1
-            hist[2, tile[3 * p + 2]] += 1
-        if pending:  # those were the tile's values: map them through the table
-            counts, hist = hist, np.zeros((3, 256), np.int32)
-            for ch in range(3):
-                for v in range(256):
-                    hist[ch, table[ch, v]] += counts[ch, v]
-    mean = _ZERO
-    if kind == CONTRAST:
-        total = 0  # the floored lumas are integers: summed as such (LLVM vectorises it)
-        for p in range(_PIXELS):
-            total += np.int32(gray(np.float32(tile[3 * p]), np.float32(tile[3 * p + 1]),
-                                   np.float32(tile[3 * p + 2])))
-        mean = np.float32(total) / np.float32(_PIXELS)
-    per_channel = kind == AUTOCONTRAST or kind == EQUALIZE
-    op = np.empty(256, np.uint8)
-    for ch in range(3):
-        if ch == 0 or per_channel:  # the other ops are the same in every channel
-            fill_op_table(kind, c, hist[ch], mean, op)
-        for v in range(256):
-            table[ch, v] = op[table[ch, v]] if pending else op[v]
-
-
-@njit(cache=False)
-def fill_op_table(kind, c, hist, mean, op):
-    """op[v]: what the per-value op makes of value v (hist: this channel's histogram,
-    read by autocontrast and equalize). One loop per kind, so that each is a plain loop."""
-    if kind == BRIGHTNESS:
-        for v in range(256):
-            op[v] = to_uint8(np.float32(v) * c[0])
-    elif kind == CONTRAST:
-        for v in range(256):
-            op[v] = to_uint8(fma32(mean, c[1], np.float32(v) * c[0]))
-    elif kind == POSTERIZE:
-        for v in range(256):
-            op[v] = v & np.int64(c[0])
-    elif kind == SOLARIZE:
-        for v in range(256):
-            op[v] = 255 - v if np.float32(v) >= c[0] else v
-    elif kind == AUTOCONTRAST or kind == EQUALIZE:
-        low, high = 255, 0
-        for v in range(256):
-            if hist[v]:
-                low, high = min(low, v), max(high, v)
-        if kind == AUTOCONTRAST:
-            autocontrast_table(low, high, op)
-        else:
-            equalize_table(hist, (_PIXELS - hist[high]) // 255, op)
-    else:  # INVERT
-        for v in range(256):
-            op[v] = 255 - v
-
-
-@njit(cache=False)
-def autocontrast_table(low, high, op):
-    """(v - min) / ((max - min) * float32(1/255)); a flat channel keeps its values."""
-    scale = (np.float32(high) - np.float32(low)) * _INV_255
-    for v in range(256):
-        op[v] = v if low == high else to_uint8((np.float32(v) - np.float32(low)) / scale)
-
-
-@njit(cache=False)
-def equalize_table(hist, step, op):
-    """PIL's equalisation table, in integers (as torchvision): (below + step // 2) // step
-    with `below` the pixels darker than v; a channel with step 0 keeps its values."""
-    below = 0
-    for v in range(256):
-        # The quotient of two integers below 2^11 through a float64 division: exact (a
-        # non-integer quotient is at least 2^-22 below the next integer), and pipelined,
-        # where an integer division by this run-time step took longer than the whole op.
-        quotient = np.int64(np.float64(below + step // 2) / np.float64(max(step, 1)))
-        op[v] = v if step == 0 else min(quotient, 255)
-        below += hist[v]
 
 
 @njit(cache=False)

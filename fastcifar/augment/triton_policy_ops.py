@@ -28,13 +28,17 @@ from fastcifar.augment.policy_table import (
 )
 
 # Globals a Triton function reads must be constexprs.
-K_IDENTITY, K_AFFINE, K_BRIGHTNESS = tl.constexpr(IDENTITY), tl.constexpr(AFFINE), \
-    tl.constexpr(BRIGHTNESS)
-K_COLOR, K_CONTRAST, K_SHARPNESS = tl.constexpr(COLOR), tl.constexpr(CONTRAST), \
-    tl.constexpr(SHARPNESS)
-K_POSTERIZE, K_SOLARIZE, K_INVERT = tl.constexpr(POSTERIZE), tl.constexpr(SOLARIZE), \
-    tl.constexpr(INVERT)
-K_AUTOCONTRAST, K_EQUALIZE = tl.constexpr(AUTOCONTRAST), tl.constexpr(EQUALIZE)
+K_IDENTITY = tl.constexpr(IDENTITY)
+K_AFFINE = tl.constexpr(AFFINE)
+K_BRIGHTNESS = tl.constexpr(BRIGHTNESS)
+K_COLOR = tl.constexpr(COLOR)
+K_CONTRAST = tl.constexpr(CONTRAST)
+K_SHARPNESS = tl.constexpr(SHARPNESS)
+K_POSTERIZE = tl.constexpr(POSTERIZE)
+K_SOLARIZE = tl.constexpr(SOLARIZE)
+K_INVERT = tl.constexpr(INVERT)
+K_AUTOCONTRAST = tl.constexpr(AUTOCONTRAST)
+K_EQUALIZE = tl.constexpr(EQUALIZE)
 LUMA_R, LUMA_G, LUMA_B = (tl.constexpr(w) for w in LUMA)
 
 

@@ -21,25 +21,25 @@ evaluation keeps the whole block, so ranks may differ by one sample (and then by
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from itertools import islice, repeat
+from itertools import islice
 
 import numpy as np
 import torch
 
 from fastcifar.augment import AugmentConfig, AugmentParams, identity_params, sample_params
-from fastcifar.augment.autoaugment import sample_autoaugment
 from fastcifar.augment.call import OUTPUT_DTYPES
 from fastcifar.augment.params import alternating_flips, sample_base_flips
 from fastcifar.datasets import get_dataset
 from fastcifar.errors import UserError
 
 # Independent random streams drawn from (seed, epoch): the order is shared by every rank
-# (so their blocks are disjoint); augmentation streams also take the rank. The base flips
-# of alternating flip belong to the images: one draw per run (epoch 0, rank 0).
+# (so their blocks are disjoint); augmentation streams also take the rank. (Stream 3 was
+# AutoAugment's own; policies now draw from the augment stream, after everything else.)
+# The base flips of alternating flip belong to the images: one draw per run (epoch 0,
+# rank 0).
 ORDER_STREAM = 0
 AUGMENT_STREAM = 1
 MIX_STREAM = 2
-AUTOAUGMENT_STREAM = 3
 BASE_FLIP_STREAM = 4
 
 
@@ -160,7 +160,7 @@ def spec_epoch_indices(spec: LoaderSpec, num_samples: int, epoch: int,
 
 def epoch_batch_params(spec: LoaderSpec, sizes: list[int], epoch: int,
                        indices: torch.Tensor | None = None, num_samples: int | None = None):
-    """(AugmentParams, AutoAugmentParams or None) per batch of one epoch: the draws of the
+    """AugmentParams per batch of one epoch (policy entries included): the draws of the
     backends that run the fused op (native, ffcv), from (seed, epoch, rank) alone.
 
     Alternating flip (spec.augment.alternating_flip) needs the epoch's sample `indices`
@@ -170,11 +170,7 @@ def epoch_batch_params(spec: LoaderSpec, sizes: list[int], epoch: int,
     params = iter_batch_params(spec.augment, sizes, generator, spec.device)
     if spec.augment.alternating_flip:
         params = _with_alternating_flips(params, spec, epoch, indices, num_samples)
-    if not spec.augment.autoaugment:
-        return zip(params, repeat(None))
-    policy_generator = stream_generator(spec, epoch, AUTOAUGMENT_STREAM)
-    return zip(params, (sample_autoaugment(size, policy_generator, spec.device)
-                        for size in sizes))
+    return params
 
 
 def _with_alternating_flips(params, spec: LoaderSpec, epoch: int, indices, num_samples):
@@ -194,9 +190,9 @@ def iter_batch_params(config: AugmentConfig, sizes: list[int], generator: torch.
                       device):
     """AugmentParams for consecutive batches of the given sizes, drawn from `generator`.
 
-    Without mixing, the per-sample draws (shift, flip, erase box) of the whole epoch are made
-    at once and sliced: one set of ~10 small launches per epoch instead of per batch, which
-    keeps the host-side cost of a batch to the augment launch itself.
+    Without mixing, the per-sample draws (shift, flip, erase box, policy entries) of the
+    whole epoch are made at once and sliced: one set of ~10 small launches per epoch instead
+    of per batch, which keeps the host-side cost of a batch to the augment launch itself.
     """
     if config.mixing:
         # Mix partners are positions inside a batch, so they are drawn batch by batch.
@@ -212,7 +208,8 @@ def iter_batch_params(config: AugmentConfig, sizes: list[int], generator: torch.
         yield AugmentParams(shift=whole.shift[part], flip=whole.flip[part],
                             erase_box=whole.erase_box[part], partner=fixed.partner[:size],
                             mix_weight=fixed.mix_weight[:size], mix_box=fixed.mix_box[:size],
-                            target_weight=fixed.target_weight[:size])
+                            target_weight=fixed.target_weight[:size],
+                            policy=whole.policy[part])
 
 
 def skipped_batches(batches, count: int):

@@ -4,8 +4,8 @@ One pipeline per epoch, seeded from (seed, epoch): DALI's random state only move
 forward, so building afresh is what makes `set_epoch(e)` reproducible on its own (a
 CPU pipeline builds in milliseconds; the tar index is cached, see dali_index.py).
 Operators run on the GPU when the loader's device is CUDA, on DALI's CPU threads
-otherwise: pad-crop (zero or reflect padding), AutoAugment (DALI's own, see
-autoaugment_graph), flip, normalisation and cutout. Random erasing (a box from ten
+otherwise: pad-crop (zero or reflect padding), the augmentation policy (DALI's own, see
+policy_graph), flip, normalisation and cutout. Random erasing (a box from ten
 rejection-sampled tries, which DALI's per-sample arithmetic cannot select),
 mixup/cutmix and label smoothing are applied to the batch afterwards (mixing.py) with
 the same parameter sampler as the fused op.
@@ -70,8 +70,8 @@ def augment_graph(images, config: AugmentConfig, expose_params: bool = False):
             images = fn.slice(images, start=shift, shape=[IMAGE_SIZE, IMAGE_SIZE],
                               axis_names="HW", out_of_bounds_policy="pad", fill_values=0)
         params["shift"] = shift
-    if config.autoaugment:
-        images = autoaugment_graph(images)
+    if config.augment_policy != "none":
+        images = policy_graph(images, config)
     mirror = fn.random.coin_flip(probability=0.5, dtype=types.INT32) if config.flip else 0
     if config.flip:
         params["flip"] = mirror
@@ -94,24 +94,33 @@ def augment_graph(images, config: AugmentConfig, expose_params: bool = False):
     return images, (params if expose_params else {})
 
 
-def autoaugment_graph(images):
-    """DALI's own AutoAugment with the paper's CIFAR-10 policy ("reduced_cifar10"), set
-    up like ours where DALI lets it: nearest interpolation, fill 0, translations up to
-    150/331 of the side. Its magnitudes follow the paper's TensorFlow code (11 bins;
-    brightness, colour, contrast and sharpness factors in 0.1..1.9 unsigned) rather than
-    torchvision's (10 bins, 1 +- 0.9 signed), so the distribution is close, not equal.
-    Flip comes after it here (before it elsewhere): every geometric op's sign is drawn
-    50/50, so the order does not change the distribution."""
+def policy_graph(images, config: AugmentConfig):
+    """DALI's own AutoAugment, RandAugment or TrivialAugmentWide, set up like ours where
+    DALI lets it: nearest interpolation, fill 0, torchvision's translation ranges (150/331
+    of the side; the whole side for TrivialAugmentWide). DALI's magnitudes follow the
+    papers' code rather than torchvision's: AutoAugment's "reduced_cifar10" has 11 bins
+    and unsigned enhance factors in 0.1..1.9 (torchvision: 10 bins, 1 +- 0.9), and its
+    RandAugment and TrivialAugment op suites and ranges differ in details, so the
+    distributions are close to the other backends', not equal. Flip comes after the policy
+    here (before it elsewhere): every geometric op's sign is drawn 50/50, so the order
+    does not change the distribution."""
     from nvidia.dali import types
-    from nvidia.dali.auto_aug import auto_augment
+    from nvidia.dali.auto_aug import auto_augment, rand_augment, trivial_augment
 
+    common = dict(shape=(IMAGE_SIZE, IMAGE_SIZE), fill_value=0, interp_type=types.INTERP_NN)
     # DALI 2.4's auto_aug still calls fn.experimental aliases it has deprecated, and
     # forces those warnings on: recorded here and dropped (nothing a user can act on);
     # any other warning goes on.
     with warnings.catch_warnings(record=True) as caught:
-        images = auto_augment.auto_augment(
-            images, policy_name="reduced_cifar10", shape=(IMAGE_SIZE, IMAGE_SIZE),
-            max_translate_rel=150 / 331, fill_value=0, interp_type=types.INTERP_NN)
+        if config.augment_policy == "autoaugment":
+            images = auto_augment.auto_augment(images, policy_name="reduced_cifar10",
+                                               max_translate_rel=150 / 331, **common)
+        elif config.augment_policy == "randaugment":
+            images = rand_augment.rand_augment(images, n=config.ra_n, m=config.ra_m,
+                                               max_translate_rel=150 / 331, **common)
+        else:
+            images = trivial_augment.trivial_augment_wide(images, max_translate_rel=1.0,
+                                                          **common)
     for w in caught:
         if not (issubclass(w.category, DeprecationWarning)
                 and "nvidia.dali.fn.experimental." in str(w.message)):
@@ -179,9 +188,10 @@ class DALILoader(BaseLoader):
         s = self.spec
         on_gpu = s.device.type == "cuda"
 
-        # DALI's AutoAugment branches per sample: it needs the pipeline's conditionals,
-        # which only a pipeline_def function gets.
-        @pipeline_def(enable_conditionals=s.augment.autoaugment and not reader_only)
+        # DALI's policies branch per sample: they need the pipeline's conditionals, which
+        # only a pipeline_def function gets.
+        @pipeline_def(enable_conditionals=s.augment.augment_policy != "none"
+                      and not reader_only)
         def graph():
             raw, labels = self._reader(epoch)
             if reader_only:

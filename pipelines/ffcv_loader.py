@@ -77,12 +77,13 @@ class FFCVLoader(BaseLoader):
         self.path = path
         self.impl = impl
         self.compiled = False
-        # The FFCV Operation is the fused op alone: batch mixing and AutoAugment (which
-        # sits before normalisation) take the after-the-loader path. Its draws follow the
-        # batch's sample indices, so a fixed order would repeat them every epoch: that
-        # case also takes the after-the-loader path, which reseeds with set_epoch.
+        # The FFCV Operation is the fused op without mixing or a policy: batch mixing and
+        # augmentation policies take the after-the-loader path (the fused op runs the
+        # policy there). Its draws follow the batch's sample indices, so a fixed order
+        # would repeat them every epoch: that case also takes the after-the-loader path,
+        # which reseeds with set_epoch.
         self.op_in_pipeline = (spec.device.type == "cpu" and not spec.augment.mixing
-                               and not spec.augment.autoaugment and spec.shuffle)
+                               and not spec.augment.policy_steps and spec.shuffle)
         with keep_thread_counts():
             self.ffcv_loader = self._make_ffcv_loader(batches_ahead, os_cache)
 
@@ -154,11 +155,10 @@ class FFCVLoader(BaseLoader):
         sizes = batch_sizes(count, spec.batch_size)
         return skipped_batches(epoch_batch_params(spec, sizes, self.epoch), self.start_batch)
 
-    def _augment(self, images, labels, batch_params):
-        """Raw uint8 [B,32,32,3] from FFCV -> one fused op launch (AutoAugment first)."""
-        params, policy_params = batch_params
+    def _augment(self, images, labels, params):
+        """Raw uint8 [B,32,32,3] from FFCV -> one fused op launch (policy included)."""
         return augment(images, labels, params, self.spec.augment, dtype=self.spec.dtype,
-                       impl=self.impl, autoaugment_params=policy_params)
+                       impl=self.impl)
 
     def _finish_augmented(self, images, labels, _params):
         """float32 [B,32,32,3] already augmented by the in-pipeline op."""

@@ -41,8 +41,7 @@ class NativeLoader(BaseLoader):
         return spec_epoch_indices(self.spec, self.num_samples, self.epoch, device=self.device)
 
     def _batches(self):
-        """(indices, (params, autoaugment params)) per batch of the epoch from
-        start_batch on, on the device."""
+        """(indices, params) per batch of the epoch from start_batch on, on the device."""
         order = self.epoch_indices()
         sizes = batch_sizes(order.shape[0], self.spec.batch_size)
         starts = range(0, order.shape[0], self.spec.batch_size)
@@ -52,10 +51,9 @@ class NativeLoader(BaseLoader):
                                                          self.start_batch):
             yield order[start:start + size], batch_params
 
-    def _augment(self, indices, batch_params):
-        params, policy_params = batch_params
+    def _augment(self, indices, params):
         return augment(self.images, self.labels, params, self.spec.augment, indices=indices,
-                       dtype=self.spec.dtype, impl=self.impl, autoaugment_params=policy_params)
+                       dtype=self.spec.dtype, impl=self.impl)
 
     def __iter__(self):
         if self.side_stream is None:

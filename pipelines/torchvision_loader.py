@@ -60,8 +60,8 @@ def make_transform(config: AugmentConfig):
         steps.append(v2.RandomCrop(IMAGE_SIZE, padding=config.padding, padding_mode=mode, fill=0))
     if config.flip:
         steps.append(v2.RandomHorizontalFlip())
-    if config.autoaugment:
-        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
+    if config.augment_policy != "none":
+        steps.append(policy_transform(config))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(config.mean, config.std)]
     if config.cutout > 0:
         steps.append(Cutout(config.cutout))
@@ -69,6 +69,17 @@ def make_transform(config: AugmentConfig):
         steps.append(v2.RandomErasing(config.erase_prob, scale=config.erase_area,
                                       ratio=config.erase_ratio, value=0))
     return v2.Compose(steps)
+
+
+def policy_transform(config: AugmentConfig):
+    """torchvision's own transform for config.augment_policy (nearest, fill 0: defaults)."""
+    if config.augment_policy == "autoaugment":
+        return v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
+    if config.augment_policy == "randaugment":
+        return v2.RandAugment(num_ops=config.ra_n, magnitude=config.ra_m)
+    if config.augment_policy == "trivialaugment":
+        return v2.TrivialAugmentWide()
+    raise ValueError(f"no transform for augment_policy={config.augment_policy!r}")
 
 
 class SeededImages(torch.utils.data.Dataset):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastcifar.augment import AugmentConfig, make_lut
+from fastcifar.augment import AugmentConfig, make_lut, sample_params
 from fastcifar.backends import BACKEND_NAMES, missing_extra
 from fastcifar.prepare import PrepareConfig, prepare
 from tests.cifar_fixtures import make_cifar_archive
@@ -79,3 +79,42 @@ class SentinelGraph:
 
     def reset(self):
         self.note("reset")
+
+
+# ---------------------------------------------------------------- augmentation policies
+
+# The knobs each policy is tested with, and what the fused op does around the policy.
+POLICY_OPTIONS = {"autoaugment": {}, "randaugment": {"ra_n": 3, "ra_m": 17},
+                  "trivialaugment": {}}
+EXTRAS = {
+    "crop_flip_cutout": dict(cutout=16),
+    "reflect_mixing_erasing": dict(pad_mode="reflect", erase_prob=0.5, mixup_alpha=1.0,
+                                   cutmix_alpha=1.0, label_smoothing=0.1),
+}
+
+
+def make_policy_images(n, seed=0):
+    """Random images, and the cases the ops branch on: constant, flat channel, low
+    contrast, few levels (equalize's small step), saturated."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=g)
+    images[0::7] = 7
+    images[1::7, :, :, 1] = 200
+    images[2::7] = images[2::7] // 4 + 100
+    images[3::7] = images[3::7] // 64 * 64
+    images[4::7] = images[4::7] // 128 * 255
+    return images, torch.randint(0, 10, (n,), generator=g)
+
+
+def assert_same(got, expected):
+    assert torch.equal(got[0], expected[0])
+    assert got[1].dtype == expected[1].dtype and torch.equal(got[1], expected[1])
+
+
+def entry_per_sample(config: AugmentConfig, entries: list[int], seed=1):
+    """(images, labels, params) with sample i's first step set to entries[i], the rest
+    drawn."""
+    images, labels = make_policy_images(len(entries), seed)
+    params = sample_params(config, len(entries), torch.Generator().manual_seed(seed), "cpu")
+    params.policy[:, 0] = torch.tensor(entries, dtype=torch.int32)
+    return images, labels, params

@@ -220,7 +220,7 @@ def test_alternating_flips_belong_to_the_image_not_its_batch_position():
 
     def flips(rank, epoch, indices):
         params = epoch_batch_params(spec(rank), [4, 4], epoch, indices=indices, num_samples=20)
-        return torch.cat([p.flip for p, _ in params])
+        return torch.cat([p.flip for p in params])
 
     order = torch.arange(8)
     base = flips(0, 0, order)

@@ -139,6 +139,7 @@ def test_pipeline_suite_writes_json_plot_and_history(prepared_data, tmp_path, mo
     assert {(r["config"], r["backend"]) for r in rows} >= {
         ("loader", "native"), ("loader", "torchvision"), ("augment-op:reference", None),
         ("augment-op:numba", None), ("augment-op:numba+autoaugment", None),
+        ("augment-op:numba+randaugment", None), ("augment-op:numba+trivialaugment", None),
         ("augment-op:numba@256", None)}
     for row in rows:
         assert REQUIRED_RESULT_KEYS <= set(row)
@@ -149,6 +150,10 @@ def test_pipeline_suite_writes_json_plot_and_history(prepared_data, tmp_path, mo
     assert by_backend["native"]["data"] == "prepared"
     numba = next(r for r in rows if r["config"] == "augment-op:numba")
     assert numba["bytes_per_sec"] > 0 and 0 < numba["bandwidth_fraction"]
+    for policy in ("autoaugment", "randaugment", "trivialaugment"):  # set against numba
+        row = next(r for r in rows if r["config"] == f"augment-op:numba+{policy}")
+        assert row["baseline"] == "augment-op:numba" and row["augment_policy"] == policy
+        assert row["ratio"] == pytest.approx(row["images_per_sec"] / numba["images_per_sec"])
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # --record appended one line per result, env merged in, and kept what was there.
     lines = [json.loads(line) for line in history.read_text().splitlines()]
@@ -197,12 +202,16 @@ def test_step_quick_measures_every_cpu_configuration(monkeypatch):
 
 
 def test_e2e_runs_the_trainer_with_a_loader(prepared_data):
+    """With the strong recipe: AutoAugment, mixup/cutmix soft targets and erasing in the
+    trainer's loader (`fastcifar bench --recipe strong`)."""
     data_dir, _ = prepared_data
     config = resolve_bench_config(suite="e2e", device="cpu", quick=True, models=("resnet20",),
-                                  backends=("native",), data_dir=str(data_dir), timing=TINY)
+                                  backends=("native",), recipe="strong",
+                                  data_dir=str(data_dir), timing=TINY)
     report = run_bench(config, log=lambda _: None)
     assert not report["failed"]
     (row,) = report["results"]
+    assert row["recipe"] == "strong"
     assert row["backend"] == "native" and row["dtype"] == "fp32"
     assert row["images_per_sec"] > 0 and row["step_alone_images_per_sec"] > 0
     assert row["baseline"] == "step alone" and row["ratio"] > 0

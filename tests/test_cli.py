@@ -16,6 +16,12 @@ from fastcifar.cli.options import tta_level, tta_options
      "Invalid value for '--milestones'"),
     (["nope"], "No such command 'nope'"),
     (["train", "--model", "resnet21", "--dataset", "cifar10"], "unknown model 'resnet21'"),
+    (["train", "--model", "resnet20", "--dataset", "cifar10", "--autoaugment",
+      "--augment-policy", "randaugment"], "--autoaugment contradicts --augment-policy"),
+    (["train", "--model", "resnet20", "--dataset", "cifar10", "--augment-policy",
+      "randaugment", "--ra-m", "40"], "--ra-m (RandAugment's magnitude bin) must be"),
+    (["train", "--model", "resnet20", "--dataset", "cifar10", "--augment-policy", "rand"],
+     "Invalid value for '--augment-policy'"),
 ])
 def test_bad_input_is_one_line_on_stderr(args, message):
     result = CliRunner().invoke(main, args)

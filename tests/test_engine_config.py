@@ -69,6 +69,8 @@ def test_recipes_hold_the_documented_defaults():
     assert (strong.mixup, strong.cutmix, strong.erase_prob, strong.label_smoothing) == \
         (1.0, 1.0, 0.25, 0.1)
     assert strong.nesterov and strong.no_decay_bias_bn and strong.zero_init_residual
+    assert (strong.augment_policy, paper.augment_policy, fast.augment_policy) == \
+        ("autoaugment", "none", "none")
     assert fast.nesterov and fast.ema and fast.tta
 
 
@@ -155,11 +157,31 @@ def test_execution_defaults_per_device():
     (dict(amp=True, dtype="fp32"), "--amp contradicts --dtype fp32"),
     (dict(amp=False, dtype="bf16"), "--no-amp contradicts --dtype bf16"),
     (dict(model="resnet2"), "did you mean: resnet20"),
+    (dict(augment_policy="autoaug"), "did you mean: autoaugment"),
+    (dict(augment_policy="randaugment", ra_n=0), "--ra-n"),
+    (dict(augment_policy="randaugment", ra_m=31), r"--ra-m .* \[0, 30\]"),
+    (dict(augment_policy="trivialaugment", ra_n=3), "need --augment-policy randaugment"),
+    (dict(autoaugment=True, augment_policy="randaugment"),
+     "--autoaugment contradicts --augment-policy randaugment"),
+    (dict(recipe="strong", autoaugment=False, augment_policy="trivialaugment"),
+     "--no-autoaugment contradicts"),
 ])
 def test_bad_options_are_one_line_user_errors(options, message):
     with pytest.raises(UserError, match=message) as info:
         resolve(**options)
     assert "\n" not in str(info.value)
+
+
+def test_augment_policy_flags_and_the_autoaugment_alias():
+    assert resolve(recipe="strong").augment_policy == "autoaugment"
+    assert resolve(autoaugment=True).augment_policy == "autoaugment"
+    assert resolve(recipe="strong", autoaugment=False).augment_policy == "none"
+    assert resolve(autoaugment=True, augment_policy="autoaugment").augment_policy == \
+        "autoaugment"
+    config = resolve(recipe="strong", augment_policy="randaugment", ra_n=3, ra_m=20)
+    assert (config.augment_policy, config.ra_n, config.ra_m) == ("randaugment", 3, 20)
+    assert config.to_json()["augment_policy"] == "randaugment"
+    assert "autoaugment" not in config.to_json()
 
 
 def test_amp_means_bf16_autocast_on_either_device():

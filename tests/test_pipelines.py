@@ -74,15 +74,17 @@ def test_order_depends_on_seed_and_epoch_only():
     assert len(seeds) == 240
 
 
-def test_batch_params_without_mixing_are_sliced_from_one_draw():
-    config = AugmentConfig.for_dataset(DATASET, cutout=16)
+@pytest.mark.parametrize("policy", ["none", "trivialaugment"])
+def test_batch_params_without_mixing_are_sliced_from_one_draw(policy):
+    config = AugmentConfig.for_dataset(DATASET, cutout=16, augment_policy=policy)
     sizes = batch_sizes(130, 64)
     assert sizes == [64, 64, 2]
     params = list(iter_batch_params(config, sizes, make_generator(1, "cpu"), "cpu"))
     whole = sample_params(config, 130, make_generator(1, "cpu"), "cpu")
     assert torch.equal(torch.cat([p.shift for p in params]), whole.shift)
+    assert torch.equal(torch.cat([p.policy for p in params]), whole.policy)
     for p, size in zip(params, sizes):
-        p.check(size, torch.device("cpu"))  # dtypes, shapes, contiguity as the op needs
+        p.check(size, torch.device("cpu"), config.policy_steps)  # as the op needs them
         assert torch.equal(p.partner, torch.arange(size))
 
 
@@ -171,11 +173,14 @@ def test_native_batches_are_the_fused_op_over_the_announced_samples(prepared_dat
         torch.testing.assert_close(targets.sum(1), torch.ones(64))
 
 
-def test_native_autoaugment_epoch_started_later_continues_it(prepared_data):
-    """AutoAugment draws its sub-policies batch by batch: starting at batch k advances that
-    stream too (the fused op's own draws are covered for every backend elsewhere)."""
+@pytest.mark.parametrize("policy", ["autoaugment", "randaugment"])
+def test_native_policy_epoch_started_later_continues_it(policy, prepared_data):
+    """A policy's entries are drawn with mixing batch by batch: starting at batch k
+    advances that stream too (the fused op's own draws are covered for every backend
+    elsewhere)."""
     data_dir, _ = prepared_data
-    config = AugmentConfig.for_dataset(DATASET, cutout=8, autoaugment=True, mixup_alpha=0.5)
+    config = AugmentConfig.for_dataset(DATASET, cutout=8, augment_policy=policy,
+                                       mixup_alpha=0.5)
     native = create_loader("native", DATASET, "train", batch_size=16, train=True,
                            augment=config, data_dir=data_dir, seed=1)
     native.set_epoch(4)

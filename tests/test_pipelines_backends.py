@@ -13,11 +13,13 @@ import signal
 import numpy as np
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from fastcifar.augment import AugmentConfig, augment, augment_reference, make_lut
 from fastcifar.backends import BACKEND_NAMES as BACKENDS
 from fastcifar.pipelines import create_loader
 from fastcifar.pipelines.base import batch_sizes, epoch_batch_params
+from fastcifar.pipelines.torchvision_loader import policy_transform
 from tests.helpers import (
     NONE,
     check_layout,
@@ -385,36 +387,55 @@ def test_label_smoothing_alone_gives_smoothed_one_hot_targets(backend, prepared_
     torch.testing.assert_close(images, normalised(source), **tolerance(backend))
 
 
-AUTOAUGMENT = AugmentConfig.for_dataset(DATASET, autoaugment=True, cutout=16)
-
-
-@pytest.mark.parametrize("backend", ["native", "ffcv"])
-def test_autoaugment_batches_replay_the_shared_parameter_stream(backend, prepared_data):
-    """native and ffcv run AutoAugment through the same `augment` call and draws."""
+@pytest.mark.parametrize("backend,policy", [
+    ("native", "autoaugment"), ("ffcv", "randaugment"),
+    pytest.param("native", "randaugment", marks=pytest.mark.slow),
+    pytest.param("native", "trivialaugment", marks=pytest.mark.slow),
+])
+def test_policy_batches_replay_the_shared_parameter_stream(backend, policy, prepared_data):
+    """native and ffcv run policies inside the same `augment` call, with the same draws
+    (the reference rebuilds the first batches; every batch is counted)."""
     data_dir, truth = prepared_data
     images, labels = (torch.from_numpy(a) for a in truth["train"])
+    config = AugmentConfig.for_dataset(DATASET, augment_policy=policy, cutout=16,
+                                       **({"ra_n": 3, "ra_m": 14} if policy == "randaugment"
+                                          else {}))
     loader = create_loader(backend, DATASET, "train", batch_size=64, train=True,
-                           augment=AUTOAUGMENT, data_dir=data_dir, seed=4)
+                           augment=config, data_dir=data_dir, seed=4)
     loader.set_epoch(2)
     order = loader.epoch_indices()
     expected_stream = epoch_batch_params(loader.spec, batch_sizes(len(order), 64), 2)
     count = 0
-    for k, ((out, targets), (params, policy)) in enumerate(zip(loader, expected_stream)):
+    for k, ((out, targets), params) in enumerate(zip(loader, expected_stream)):
+        count += 1
+        assert params.policy.shape == (64, config.policy_steps)
+        if k >= 2:
+            continue
         batch = order[64 * k:64 * (k + 1)]
-        expected, expected_targets = augment(images, labels, params, AUTOAUGMENT,
-                                             indices=batch, impl="reference",
-                                             autoaugment_params=policy)
+        expected, expected_targets = augment(images, labels, params, config, indices=batch,
+                                             impl="reference")
         torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
         assert torch.equal(targets, expected_targets)
-        count += 1
-    assert count == len(loader) > 0
+    assert count == len(loader) > 2
 
 
-def test_autoaugment_in_the_torchvision_baseline(prepared_data):
-    """v2.AutoAugment per image (no crop/flip here): about as many images change as the
-    policy's probabilities say; without AutoAugment none would."""
+# P(an image changes): about 0.7 for AutoAugment with the paper's probabilities; nearly
+# always for RandAugment (2 ops, 1 in 14 the identity); TrivialAugment's identity and
+# bin-0 draws leave about 1 in 10 alone.
+CHANGED = {"autoaugment": (0.4, 0.95), "randaugment": (0.85, 1.0),
+           "trivialaugment": (0.7, 1.0)}
+
+
+@pytest.mark.parametrize("policy", [
+    "autoaugment",  # the strong recipe's; the others take seconds each as well
+    pytest.param("randaugment", marks=pytest.mark.slow),
+    pytest.param("trivialaugment", marks=pytest.mark.slow),
+])
+def test_policies_in_the_torchvision_baseline(policy, prepared_data):
+    """torchvision's own transform per image (no crop/flip here): about as many images
+    change as the policy says; without a policy none would."""
     data_dir, truth = prepared_data
-    config = AugmentConfig.for_dataset(DATASET, padding=0, flip=False, autoaugment=True)
+    config = AugmentConfig.for_dataset(DATASET, padding=0, flip=False, augment_policy=policy)
     loader = create_loader("torchvision", DATASET, "train", batch_size=64, train=True,
                            augment=config, data_dir=data_dir, seed=4, num_workers=0)
     batches = run_epoch(loader, 0)
@@ -422,15 +443,28 @@ def test_autoaugment_in_the_torchvision_baseline(prepared_data):
     outputs = torch.cat([images for images, _ in batches])
     source = truth["train"][0][loader.epoch_indices().numpy()]
     changed = (decode(outputs) != source).reshape(len(outputs), -1).any(axis=1).mean()
-    # P(a sub-policy changes an image) is about 0.7 with the paper's probabilities.
-    assert 0.4 < changed < 0.95, changed
+    low, high = CHANGED[policy]
+    assert low < changed <= high, changed
 
 
-def test_dali_runs_its_own_autoaugment(prepared_data):
-    """DALI's AutoAugment (no crop/flip/cutout here): about as many images change as the
-    policy's probabilities say, and the same seed gives the same epoch."""
+def test_torchvision_baseline_builds_torchvisions_policy_transforms():
+    def transform(policy, **options):
+        config = AugmentConfig.for_dataset(DATASET, augment_policy=policy, **options)
+        return policy_transform(config)
+
+    assert transform("autoaugment").policy == v2.AutoAugmentPolicy.CIFAR10
+    randaugment = transform("randaugment", ra_n=4, ra_m=20)
+    assert isinstance(randaugment, v2.RandAugment)
+    assert (randaugment.num_ops, randaugment.magnitude) == (4, 20)
+    assert isinstance(transform("trivialaugment"), v2.TrivialAugmentWide)
+
+
+@pytest.mark.parametrize("policy", list(CHANGED))
+def test_dali_runs_its_own_policies(policy, prepared_data):
+    """DALI's own policy (no crop/flip/cutout here): about as many images change as the
+    policy says, and the same seed gives the same epoch."""
     data_dir, truth = prepared_data
-    config = AugmentConfig.for_dataset(DATASET, padding=0, flip=False, autoaugment=True)
+    config = AugmentConfig.for_dataset(DATASET, padding=0, flip=False, augment_policy=policy)
     dali = create_loader("dali", DATASET, "train", batch_size=64, train=True,
                          augment=config, data_dir=data_dir, seed=5)
     dali.set_epoch(0)
@@ -440,8 +474,8 @@ def test_dali_runs_its_own_autoaugment(prepared_data):
     check_layout(*first[0], 64)
     source = truth["train"][0][order[:len(outputs)]]
     changed = (decode(outputs) != source).reshape(len(outputs), -1).any(axis=1).mean()
-    # P(a sub-policy changes an image) is about 0.7 with the paper's probabilities.
-    assert 0.4 < changed < 0.95, changed
+    low, high = CHANGED[policy]
+    assert low < changed <= high, changed
     again = torch.cat([images for images, _ in run_epoch(dali, 0)])
     assert torch.equal(outputs, again)
 

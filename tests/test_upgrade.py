@@ -39,6 +39,17 @@ def test_a_schema_0_config_reads_with_its_renamed_fields():
     assert TrainConfig.from_json(config.to_json()) == config
 
 
+def test_a_schema_1_config_turns_autoaugment_into_a_policy():
+    """Schema 1 (commit bf3ecb0) had an `autoaugment` switch; schema 2 an augment_policy."""
+    saved = TrainConfig.from_json(json.loads((FIXTURE / "config.json").read_text())).to_json()
+    schema_1 = {k: v for k, v in saved.items() if k not in ("augment_policy", "ra_n", "ra_m")}
+    for switch, policy in ((True, "autoaugment"), (False, "none")):
+        config = TrainConfig.from_json({**schema_1, "schema_version": 1, "autoaugment": switch})
+        assert (config.augment_policy, config.ra_n, config.ra_m) == (policy, 2, 9)
+    with pytest.raises(UserError, match="autoaugment must be true or false"):
+        TrainConfig.from_json({**schema_1, "schema_version": 1, "autoaugment": "yes"})
+
+
 def test_a_format_1_checkpoint_loads_migrated():
     state = load_checkpoint(FIXTURE / "checkpoint.pt")
     assert state["format"] == CHECKPOINT_FORMAT and state["config_schema"] == 0

@@ -39,7 +39,7 @@ def prepare_call(images: torch.Tensor, labels: torch.Tensor, params: AugmentPara
         if indices.device != device or not indices.is_contiguous():
             raise ValueError(f"indices must be contiguous and on {device}")
         batch_size = indices.shape[0]
-    params.check(batch_size, device)
+    params.check(batch_size, device, config.policy_steps)
     if dtype not in OUTPUT_DTYPES:
         raise ValueError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype}")
 

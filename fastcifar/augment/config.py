@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import torch
 
+from fastcifar.augment_policies import DEFAULT_RA_M, DEFAULT_RA_N, check_policy, policy_steps
 from fastcifar.datasets import get_dataset
 from fastcifar.errors import UserError
 
@@ -35,7 +36,11 @@ class AugmentConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     label_smoothing: float = 0.0
-    autoaugment: bool = False  # CIFAR-10 AutoAugment policy after crop/flip (autoaugment.py)
+    # A policy of per-sample ops after crop/flip, before normalisation (policy_space.py):
+    # none | autoaugment | randaugment (ra_n ops at magnitude bin ra_m) | trivialaugment
+    augment_policy: str = "none"
+    ra_n: int = DEFAULT_RA_N
+    ra_m: int = DEFAULT_RA_M
 
     def __post_init__(self):
         # Tuples (not lists) keep the config hashable, so it can key caches.
@@ -64,6 +69,11 @@ class AugmentConfig:
     @property
     def soft_targets(self) -> bool:
         return self.mixing or self.label_smoothing > 0
+
+    @property
+    def policy_steps(self) -> int:
+        """Policy ops each sample draws (0 without a policy)."""
+        return policy_steps(self.augment_policy, self.ra_n)
 
 
 def _validate(config: AugmentConfig) -> None:
@@ -99,6 +109,7 @@ def _validate(config: AugmentConfig) -> None:
         require(value >= 0 and math.isfinite(value), f"{name} must be >= 0, got {value}")
     require(0.0 <= config.label_smoothing < 1.0,
             f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    check_policy(config.augment_policy, config.ra_n, config.ra_m)
 
 
 def make_lut(config: AugmentConfig, dtype: torch.dtype = torch.float32,

@@ -83,6 +83,9 @@ def make_batch_function(config: AugmentConfig, seed: int, parallel_range=range):
     if config.mixing:
         raise UserError("the FFCV augmentation op does not mix images; apply mixup/cutmix "
                         "on the device batch (fastcifar.augment.augment) instead")
+    if config.policy_steps:
+        raise UserError("the FFCV augmentation op does not run augmentation policies; run "
+                        "the fused op on the loaded batch (fastcifar.augment.augment) instead")
     lut = make_lut(config).numpy()
     padding, flip, cutout = int(config.padding), bool(config.flip), int(config.cutout)
     reflect = config.pad_mode == "reflect"

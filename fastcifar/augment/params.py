@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from fastcifar.augment.config import IMAGE_SIZE, AugmentConfig
+from fastcifar.augment.policy_sampler import sample_policy
 
 ERASE_ATTEMPTS = 10  # as torchvision's RandomErasing: first fitting rectangle of 10 tries
 
@@ -27,6 +28,7 @@ class AugmentParams:
     mix_weight: torch.Tensor  # float32 [B]: weight of self outside the mix box
     mix_box: torch.Tensor  # int32 [B, 4]: region taken from the partner (weight of self 0)
     target_weight: torch.Tensor  # float32 [B]: weight of self's label in the soft target
+    policy: torch.Tensor  # int32 [B, steps]: policy entries after crop/flip (policy_space.py)
 
     @property
     def batch_size(self) -> int:
@@ -39,12 +41,12 @@ class AugmentParams:
     def to(self, device) -> "AugmentParams":
         return AugmentParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
-    def check(self, batch_size: int, device: torch.device) -> None:
+    def check(self, batch_size: int, device: torch.device, policy_steps: int = 0) -> None:
         """Raise ValueError unless every tensor has the documented dtype, shape and device."""
         for f in fields(self):
             tensor = getattr(self, f.name)
             dtype, trailing = _LAYOUT[f.name]
-            shape = (batch_size, *trailing)
+            shape = (batch_size, *(policy_steps if t is None else t for t in trailing))
             if tensor.dtype != dtype or tuple(tensor.shape) != shape:
                 raise ValueError(f"params.{f.name} must be {dtype} {list(shape)}, "
                                  f"got {tensor.dtype} {list(tensor.shape)}")
@@ -62,11 +64,14 @@ _LAYOUT = {
     "mix_weight": (torch.float32, ()),
     "mix_box": (torch.int32, (4,)),
     "target_weight": (torch.float32, ()),
+    "policy": (torch.int32, (None,)),  # None: the config's policy steps
 }
 
 
-def identity_params(batch_size: int, device: torch.device | str = "cpu") -> AugmentParams:
-    """No augmentation at all: no shift, no flip, empty boxes, every sample its own partner."""
+def identity_params(batch_size: int, device: torch.device | str = "cpu",
+                    policy_steps: int = 0) -> AugmentParams:
+    """No augmentation at all: no shift, no flip, empty boxes, every sample its own partner,
+    every policy step the identity (entry 0)."""
     int32 = dict(dtype=torch.int32, device=device)
     return AugmentParams(
         shift=torch.zeros(batch_size, 2, **int32),
@@ -76,6 +81,7 @@ def identity_params(batch_size: int, device: torch.device | str = "cpu") -> Augm
         mix_weight=torch.ones(batch_size, dtype=torch.float32, device=device),
         mix_box=torch.zeros(batch_size, 4, **int32),
         target_weight=torch.ones(batch_size, dtype=torch.float32, device=device),
+        policy=torch.zeros(batch_size, policy_steps, **int32),
     )
 
 
@@ -84,11 +90,12 @@ def sample_params(config: AugmentConfig, batch_size: int, generator: torch.Gener
     """Draw one batch of parameters on `device` (the generator must live there too).
 
     When both mixup and cutmix are on, each sample picks one of them with probability
-    0.5 (timm's switch, per element rather than per batch).
+    0.5 (timm's switch, per element rather than per batch). Policy entries are drawn last,
+    so a config without a policy draws exactly what it drew before policies existed.
     """
     device = torch.device(device)
     draw = _Draw(generator, device)
-    params = identity_params(batch_size, device)
+    params = identity_params(batch_size, device, config.policy_steps)
     if batch_size == 0:
         return params
     if config.padding > 0:
@@ -102,6 +109,8 @@ def sample_params(config: AugmentConfig, batch_size: int, generator: torch.Gener
         params.erase_box = _erasing_boxes(draw, batch_size, config)
     if config.mixing:
         _sample_mixing(draw, batch_size, config, params)
+    if config.policy_steps:
+        params.policy = sample_policy(config, batch_size, generator, device)
     return params
 
 

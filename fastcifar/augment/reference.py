@@ -4,8 +4,11 @@ Slow but obvious; the numba and Triton kernels are tested against it. For each o
 sample b, pixel (y, x), channel c:
 
     v(s)   = 0                                     if (y, x) is in s's erase box
-           = LUT[c, image[s](y + dy_s, x' + dx_s, c)]  with x' = 31 - x if s is flipped
+           = LUT[c, P_s(tile_s)(y, x, c)]             otherwise, where
+    tile_s = image[s](y + dy_s, x' + dx_s, c)          with x' = 31 - x if s is flipped
              (a source pixel outside the image reads uint8 0, or reflects for "reflect")
+    P_s    = s's policy ops in order, on the uint8 tile (policy_reference.py; none
+             without a policy)
     out[b] = a * v(b) + (1 - a) * v(partner[b]),  a = 0 inside b's mix box, else mix_weight[b]
 
 and soft targets t[b] = keep * (w * onehot(y_b) + (1 - w) * onehot(y_partner)) + fill.
@@ -17,6 +20,8 @@ import torch
 from fastcifar.augment.call import prepare_call, target_coefficients
 from fastcifar.augment.config import IMAGE_SIZE, AugmentConfig, make_lut
 from fastcifar.augment.params import AugmentParams
+from fastcifar.augment.policy_reference import apply_policy
+from fastcifar.augment.policy_table import policy_table
 
 
 def augment_reference(images: torch.Tensor, labels: torch.Tensor, params: AugmentParams,
@@ -58,6 +63,9 @@ def _augmented_pixels(batch: torch.Tensor, params: AugmentParams, config: Augmen
                       lut: torch.Tensor) -> torch.Tensor:
     """v(s) for every sample s of the batch: float32 [B, H, W, 3], each with its own params."""
     pixels = crop_flip(batch, params, config)
+    if config.policy_steps:
+        pixels = apply_policy(pixels, params.policy,
+                              policy_table(config.augment_policy, batch.device))
     channels = torch.arange(3, device=batch.device)
     values = lut[channels, pixels.long()]  # LUT gather: [B, H, W, 3] float32
     return values.masked_fill(box_mask(params.erase_box)[..., None], 0.0)
@@ -65,7 +73,7 @@ def _augmented_pixels(batch: torch.Tensor, params: AugmentParams, config: Augmen
 
 def crop_flip(batch: torch.Tensor, params: AugmentParams, config: AugmentConfig) -> torch.Tensor:
     """uint8 [B, H, W, 3] -> uint8 [B, H, W, 3]: each sample translated (pad-and-crop) and
-    flipped by its own params; what AutoAugment sees before the rest of the op."""
+    flipped by its own params: the tile a policy's ops start from."""
     device = batch.device
     coords = torch.arange(IMAGE_SIZE, device=device)
     dy = params.shift[:, 0, None].long()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 
 from fastcifar.augment import AugmentConfig, augment, sample_params
-from fastcifar.augment.autoaugment import sample_autoaugment
 from fastcifar.bench.timing import time_repeats
 
 REPEATS = 5
@@ -29,7 +28,6 @@ def measure_augment(impl: str, batch_size: int, device: torch.device | str = "cp
                            generator=generator)
     indices = torch.randint(0, dataset_size, (batch_size,), device=device, generator=generator)
     params = sample_params(config, batch_size, generator, device)
-    policy = sample_autoaugment(batch_size, generator, device) if config.autoaugment else None
     out = torch.empty((batch_size, 3, 32, 32), dtype=dtype, device=device,
                       memory_format=torch.channels_last)
     out_targets = None
@@ -37,8 +35,7 @@ def measure_augment(impl: str, batch_size: int, device: torch.device | str = "cp
     def step():
         nonlocal out_targets
         _, out_targets = augment(images, labels, params, config, indices=indices, out=out,
-                                 out_targets=out_targets, dtype=dtype, impl=impl,
-                                 autoaugment_params=policy)
+                                 out_targets=out_targets, dtype=dtype, impl=impl)
 
     # The warm-up compiles numba/Triton and fills caches (excluded).
     timing = time_repeats(step, repeats=REPEATS, warmup=WARMUP_CALLS,

@@ -114,6 +114,7 @@ class BenchConfig:
     backends: tuple[str, ...] = ()  # () = every installed backend (pipeline) / the defaults
     models: tuple[str, ...] = ()  # () = the defaults for the device
     step_variants: tuple[str, ...] = ()  # () = the defaults for the device
+    recipe: str | None = None  # of the e2e runs; None: the model's default (as `train`)
     batch_size: int | None = None
     dataset: str = "cifar10"
     data_dir: str | None = None

@@ -1,7 +1,7 @@
 """e2e suite: a short real training run (loader + step) per model and backend.
 
 The run is built by the engine's Trainer exactly as `fastcifar train --model M --backend
-B --device X` builds it (recipe defaults; on CUDA bf16 channels_last CUDA-graph, on the
+B --device X [--recipe R]` builds it (on CUDA bf16 channels_last CUDA-graph, on the
 CPU fp32 channels_last eager) and driven batch by batch with the loop's per-batch body
 (Trainer.train_batch). Then the same warm step runs on its static buffers with no loader:
 ratio = e2e images/s / step-alone images/s, so 1 - ratio is what the data path costs.
@@ -57,7 +57,8 @@ def measure_e2e(ctx: SuiteContext, baselines: dict, task: Task) -> dict:
     config, budget = ctx.config, ctx.config.budget
     data = ctx.data.get()
     train = train_config(task.model, config.dataset, ctx.device.type, backend=task.backend,
-                         data_dir=data.data_dir, num_workers=config.workers,
+                         recipe=config.recipe, data_dir=data.data_dir,
+                         num_workers=config.workers,
                          batch_size=config.batch_size or budget.step_batch_size,
                          seed=config.seed)
     task.config = variant_name(train)

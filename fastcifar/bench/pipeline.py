@@ -7,9 +7,9 @@ pays its own start-up: worker processes, pipeline builds), the first epoch is wa
 and the torchvision DataLoader runs first so every other loader is set against it.
 
 The augmentation op (reference torch ops as its baseline; numba on the CPU, Triton on
-CUDA, and that again behind AutoAugment's batched pass) is timed by
-fastcifar.augment.bench.measure_augment; its bytes/s (uint8 read +
-output written) is set against the device's copy bandwidth measured in the same run.
+CUDA, and that again with each augmentation policy, set against the same op without one)
+is timed by fastcifar.bench.augment_op.measure_augment; its bytes/s (uint8 read + output
+written) is set against the device's copy bandwidth measured in the same run.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from functools import partial
 import torch
 
 from fastcifar.augment import AugmentConfig
+from fastcifar.augment_policies import AUGMENT_POLICIES
 from fastcifar.backends import BASELINE_BACKEND, missing_extra
 from fastcifar.bench.augment_op import measure_augment
 from fastcifar.bench.context import (
@@ -53,9 +54,17 @@ def pipeline_tasks(ctx: SuiteContext) -> list[Task]:
     large = ctx.config.budget.augment_large_batch
     tasks.append(Task("pipeline", f"augment-op:{fast}@{large}",
                       partial(measure_augment_op, ctx, baselines, fast, batch_size=large)))
-    # The strong recipe's extra pass: AutoAugment in front of the fastest implementation.
-    tasks.append(Task("pipeline", f"augment-op:{fast}+autoaugment",
-                      partial(measure_augment_op, ctx, baselines, fast, autoaugment=True)))
+    # Each augmentation policy inside the fastest implementation, against it without one;
+    # on CUDA also at the large batch (the GPU target: 1M images/s past the launch cost).
+    policies = [p for p in AUGMENT_POLICIES if p != "none"]
+    tasks += [Task("pipeline", f"augment-op:{fast}+{policy}",
+                   partial(measure_augment_op, ctx, baselines, fast, policy=policy))
+              for policy in policies]
+    if ctx.device.type == "cuda":
+        tasks += [Task("pipeline", f"augment-op:{fast}+{policy}@{large}",
+                       partial(measure_augment_op, ctx, baselines, fast, policy=policy,
+                               batch_size=large))
+                  for policy in policies]
     return tasks
 
 
@@ -101,12 +110,13 @@ def measure_one_loader(ctx: SuiteContext, baselines: dict, task: Task) -> dict:
 
 
 def measure_augment_op(ctx: SuiteContext, baselines: dict, impl: str, task: Task, *,
-                       autoaugment: bool = False, batch_size: int | None = None) -> dict:
+                       policy: str = "none", batch_size: int | None = None) -> dict:
     config, budget = ctx.config, ctx.config.budget
-    batch_size = batch_size or config.batch_size or budget.loader_batch_size
+    default_batch = config.batch_size or budget.loader_batch_size
+    batch_size = batch_size or default_batch
     dtype = ctx.compute_dtype
     augment_config = dataclasses.replace(bench_augment_config(config.dataset),
-                                         autoaugment=autoaugment)
+                                         augment_policy=policy)
     measured = measure_augment(impl, batch_size, ctx.device, TORCH_DTYPES[dtype],
                                seconds=budget.augment_seconds, config=augment_config,
                                dataset_size=budget.augment_dataset_size)
@@ -122,6 +132,12 @@ def measure_augment_op(ctx: SuiteContext, baselines: dict, impl: str, task: Task
     datasheet = ctx.env.get("datasheet_bandwidth_gbs")
     if datasheet:
         row["datasheet_bandwidth_fraction"] = measured["bytes_per_sec"] / (datasheet * 1e9)
+    name = f"augment-op:{impl}" + ("" if batch_size == default_batch else f"@{batch_size}")
+    if policy != "none":  # the policy's cost: against the same op (and batch) without one
+        row["augment_policy"] = policy
+        return set_ratio(row, name, baselines.get(name))
     if impl == BASELINE_IMPL:
         baselines["augment"] = row["images_per_sec"]
+    else:
+        baselines[name] = row["images_per_sec"]
     return set_ratio(row, f"augment-op:{BASELINE_IMPL}", baselines.get("augment"))

@@ -6,6 +6,7 @@ import threading
 import click
 
 from fastcifar.backends import BACKEND_NAMES, BASELINE_BACKEND
+from fastcifar.engine.recipes import RECIPES
 
 
 @click.command()
@@ -20,6 +21,9 @@ from fastcifar.backends import BACKEND_NAMES, BASELINE_BACKEND
               help="Step configuration (repeatable): fp32-nchw, fp32-cl, bf16-cl, "
                    "fp16-cl-scaler, bf16-cl-graph, bf16-cl-compile, bf16-cl-compile-graph, "
                    "fp32-cl-compile. Default: those that matter on the device.")
+@click.option("--recipe", type=click.Choice(list(RECIPES)),
+              help="Recipe of the e2e runs (strong: AutoAugment, mixup, cutmix, erasing). "
+                   "Default: the model's, as `fastcifar train`.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda")
 @click.option("--batch-size", type=int,
               help="Default: 512 for loaders, the model's recipe batch for step and e2e "
@@ -37,8 +41,8 @@ from fastcifar.backends import BACKEND_NAMES, BASELINE_BACKEND
 @click.option("--history", "history_path", metavar="PATH",
               help="History file. Default: $FASTCIFAR_BENCH_HISTORY, else "
                    "benchmarks/history.jsonl.")
-def bench(suite, backends, models, step_variants, device, batch_size, dataset, data_dir,
-          num_workers, repeats, quick, json_path, plot_path, record, history_path):
+def bench(suite, backends, models, step_variants, recipe, device, batch_size, dataset,
+          data_dir, num_workers, repeats, quick, json_path, plot_path, record, history_path):
     """Measure images/s of the loaders, the training step and both together.
 
     Warm-up is excluded, each figure is the median of several repeats and stands beside
@@ -49,6 +53,7 @@ def bench(suite, backends, models, step_variants, device, batch_size, dataset, d
       fastcifar bench --quick
       fastcifar bench --suite pipeline --backend native --backend dali
       fastcifar bench --suite step --model resnext29_16x64d --config bf16-cl-graph
+      fastcifar bench --suite e2e --model resnet20 --recipe strong --backend native
       fastcifar bench --record --json out/bench.json --plot out/bench.png
     """
     # Imported here, not at the top: they load torch, which `fastcifar --help` does not need.
@@ -57,7 +62,7 @@ def bench(suite, backends, models, step_variants, device, batch_size, dataset, d
 
     config = resolve_bench_config(
         suite=suite, backends=backends, models=models, step_variants=step_variants,
-        device=device, batch_size=batch_size, dataset=dataset, data_dir=data_dir,
+        recipe=recipe, device=device, batch_size=batch_size, dataset=dataset, data_dir=data_dir,
         num_workers=num_workers, repeats=repeats, quick=quick, json_path=json_path,
         plot_path=plot_path, record=record, history_path=history_path)
     with _exit_on_sigterm() as stop:

@@ -1,5 +1,6 @@
 import click
 
+from fastcifar.augment_policies import AUGMENT_POLICIES, DEFAULT_RA_M, DEFAULT_RA_N
 from fastcifar.backends import BACKEND_NAMES, DEFAULT_BACKEND
 from fastcifar.cli.options import tta_level, tta_options
 from fastcifar.datasets import DATASETS
@@ -74,7 +75,12 @@ def _parse_epochs(ctx, param, value):
 @click.option("--cutmix", type=float, help="CutMix alpha (0: off).")
 @click.option("--cutout", type=int, help="Cutout square size in pixels (0: off).")
 @click.option("--erase-prob", type=float, help="Random-erasing probability.")
-@_flag("autoaugment", "AutoAugment, CIFAR-10 policy.")
+@click.option("--augment-policy", type=click.Choice(AUGMENT_POLICIES),
+              help="Per-image augmentation policy after crop/flip (see below).")
+@click.option("--ra-n", type=int, help=f"RandAugment: ops per image (default {DEFAULT_RA_N}).")
+@click.option("--ra-m", type=int,
+              help=f"RandAugment: magnitude bin, 0-30 (default {DEFAULT_RA_M}).")
+@_flag("autoaugment", "Alias: --augment-policy autoaugment (--no-: none).")
 @_flag("ema", "Evaluate an exponential moving average of the weights.")
 @click.option("--ema-decay", type=float)
 @tta_options("Default: the recipe's.")
@@ -149,6 +155,12 @@ def train(**options):
     SIGTERM or Ctrl-C stops every process after the same step (checked every
     --log-every steps), saves a checkpoint there and prints the --resume command;
     the exit status is 143 / 130. The resumed run ends as an uninterrupted one would.
+
+    \b
+    Augmentation policies (--augment-policy), as torchvision's v2 transforms:
+      autoaugment     AutoAugment's CIFAR-10 policy (the strong recipe's)
+      randaugment     RandAugment: --ra-n ops per image at magnitude bin --ra-m
+      trivialaugment  TrivialAugmentWide: one op at a random magnitude
     """
     # Imported here, not at the top: they load torch, which `fastcifar --help` does not need.
     from fastcifar.experiments.launch import train_from_options

@@ -15,6 +15,8 @@ config.json schema versions
      triangle, bn_lr_scale, whiten_bias_epochs, crop_padding, pad_mode, flip_mode,
      lookahead, lookahead_decay, lookahead_every; `epochs` may be fractional; the model
      `airbench94` is now airbench's exact net, and the earlier one is `airbench94_v0`
+  4  the `autoaugment` switch becomes `augment_policy` ("autoaugment" or "none"), with
+     RandAugment's `ra_n` and `ra_m` (set to their defaults: unused by those policies)
 
 checkpoint formats
   1  epoch, step, model, optimizer, ema, grad_scaler, rng (one per rank), history
@@ -31,7 +33,7 @@ from typing import Any, Callable, Mapping
 
 from fastcifar.errors import UserError
 
-CONFIG_SCHEMA_VERSION = 3
+CONFIG_SCHEMA_VERSION = 4
 CHECKPOINT_FORMAT = 4
 
 
@@ -57,6 +59,15 @@ def _config_2_to_3(data: dict) -> dict:
     return data
 
 
+def _config_3_to_4(data: dict) -> dict:
+    autoaugment = data.pop("autoaugment", False)  # the earlier schemas' own default
+    if not isinstance(autoaugment, bool):
+        raise UserError(f"config.json's autoaugment must be true or false, got {autoaugment!r}")
+    data["augment_policy"] = "autoaugment" if autoaugment else "none"
+    data["ra_n"], data["ra_m"] = 2, 9  # RandAugment's defaults then: unused by either policy
+    return data
+
+
 def _checkpoint_1_to_2(state: dict) -> dict:
     state["config_schema"] = 0
     return state
@@ -77,6 +88,7 @@ CONFIG_MIGRATIONS: dict[int, Callable[[dict], dict]] = {
     0: _config_0_to_1,
     1: _config_1_to_2,
     2: _config_2_to_3,
+    3: _config_3_to_4,
 }
 CHECKPOINT_MIGRATIONS: dict[int, Callable[[dict], dict]] = {
     1: _checkpoint_1_to_2,

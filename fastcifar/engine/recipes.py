@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastcifar.augment_policies import DEFAULT_RA_M, DEFAULT_RA_N
 from fastcifar.errors import UserError
 
 
@@ -73,7 +74,9 @@ class Hyperparameters:
     cutmix: float = 0.0
     erase_prob: float = 0.0
     cutout: int = 0
-    autoaugment: bool = False
+    augment_policy: str = "none"  # none | autoaugment | randaugment | trivialaugment
+    ra_n: int = DEFAULT_RA_N  # RandAugment: ops per image
+    ra_m: int = DEFAULT_RA_M  # RandAugment: magnitude bin (of 31)
     # weight averaging and evaluation
     ema: bool = False
     ema_decay: float = 0.999
@@ -121,7 +124,7 @@ RECIPES: dict[str, Recipe] = {
             mixup=1.0,
             cutmix=1.0,
             erase_prob=0.25,
-            autoaugment=True,
+            augment_policy="autoaugment",
         ),
         Recipe(
             name="fast",

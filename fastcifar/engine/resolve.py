@@ -13,6 +13,7 @@ import math
 import time
 from typing import Any, Mapping
 
+from fastcifar.augment_policies import check_policy
 from fastcifar.backends import check_flip_support, get_backend
 from fastcifar.datasets import get_dataset
 from fastcifar.engine.config import TrainConfig
@@ -27,7 +28,7 @@ from fastcifar.extras import has_module
 from fastcifar.models import list_models, model_options
 
 # Keys resolve_config accepts besides TrainConfig fields.
-INPUT_ONLY_KEYS = frozenset({"gpus", "nproc", "amp", "config"})
+INPUT_ONLY_KEYS = frozenset({"gpus", "nproc", "amp", "config", "autoaugment"})
 # Fields resolve_config derives; they are never options.
 DERIVED_FIELDS = frozenset({"peak_lr", "reference_batch_size"})
 
@@ -68,6 +69,7 @@ def resolve_config(options: Mapping[str, Any], *, cuda_devices: int | None = Non
     recipe = get_recipe(options.get("recipe", default_recipe(model)))
     values = _recipe_values(recipe, model, options)
     values.update((k, v) for k, v in options.items() if k not in INPUT_ONLY_KEYS)
+    _apply_autoaugment_alias(values, options)
     _rescale_schedule(values, options, recipe)
     resolve_execution(values, options, cuda_devices)
     scale = values["batch_size"] / values["reference_batch_size"]
@@ -93,6 +95,19 @@ def _recipe_values(recipe: Recipe, model: str, options: Mapping[str, Any]) -> di
         # (not resnet9/airbench94); asked for explicitly, create_model refuses it.
         values["zero_init_residual"] = _takes_option(model, "zero_init_residual")
     return values
+
+
+def _apply_autoaugment_alias(values: dict, options: Mapping[str, Any]) -> None:
+    """--autoaugment is --augment-policy autoaugment; --no-autoaugment turns a recipe's
+    policy off."""
+    if "autoaugment" not in options:
+        return
+    alias = "autoaugment" if options["autoaugment"] else "none"
+    given = options.get("augment_policy", alias)
+    if given != alias:
+        flag = "--autoaugment" if options["autoaugment"] else "--no-autoaugment"
+        raise UserError(f"{flag} contradicts --augment-policy {given}")
+    values["augment_policy"] = alias
 
 
 def _takes_option(model: str, option: str) -> bool:
@@ -197,6 +212,7 @@ def check_config(c: TrainConfig) -> None:
     need(c.tta in TTA_LEVELS, "--tta must be 0 (none), 1 (mirror) or 2 (mirror + translate)")
     need(0 < c.lookahead_decay < 1 and c.lookahead_every >= 1,
          "lookahead decay must be in (0, 1), every >= 1")
+    check_policy(c.augment_policy, c.ra_n, c.ra_m)
     need(0 <= c.drop_path < 1, "--drop-path must be in [0, 1)")
     need(0 < c.ema_decay < 1 and c.ema_every >= 1, "EMA decay must be in (0, 1), every >= 1")
     need(c.num_workers >= 0, "--num-workers must be non-negative")

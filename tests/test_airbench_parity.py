@@ -248,6 +248,7 @@ def assert_airbench_distribution(draws: list[torch.Tensor]):
     assert not torch.equal(draws[0][:, 1:], draws[2][:, 1:])
 
 
+@pytest.mark.slow
 def test_alternating_flip_and_translate_equal_airbenchs_in_distribution(tmp_path):
     data_dir = prepare_dataset(tmp_path, 256, 16, seed=9)
     images, labels = fastcifar.load("cifar10", "train", data_dir)

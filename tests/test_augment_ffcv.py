@@ -15,6 +15,8 @@ from fastcifar.errors import UserError
 
 CONFIG = AugmentConfig.for_dataset("cifar10", pad_mode="reflect", erase_prob=0.7)
 
+pytestmark = pytest.mark.slow  # numba compiles of the FFCV op (and a real Loader)
+
 
 def expected_batch(config, seed, images, indices):
     """What the op must produce: the reference run on the op's own sampled params."""

@@ -201,6 +201,7 @@ def test_step_quick_measures_every_cpu_configuration(monkeypatch):
             torch.backends.cuda.matmul.allow_tf32) == before
 
 
+@pytest.mark.slow
 def test_e2e_runs_the_trainer_with_a_loader(prepared_data):
     """With the strong recipe: AutoAugment, mixup/cutmix soft targets and erasing in the
     trainer's loader (`fastcifar bench --recipe strong`)."""

@@ -70,7 +70,7 @@ def test_forward_backward_channels_last(name):
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
-@pytest.mark.parametrize("num_classes", [10, 100])
+@pytest.mark.parametrize("num_classes", [10, pytest.param(100, marks=pytest.mark.slow)])
 def test_output_shape_on_meta(name, num_classes):
     with torch.device("meta"):
         model = create_model(name, num_classes=num_classes)

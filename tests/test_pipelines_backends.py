@@ -259,6 +259,7 @@ def test_crop_flip_cutout_have_the_specified_distribution(backend, loader, prepa
     assert abs(float(full) - (17 / 32) ** 2) < 0.08
 
 
+@pytest.mark.slow
 def test_backends_agree_on_augmentation_statistics(loader, prepared_data):
     """Mean and std per channel of one augmented epoch agree across backends."""
     stats = {}

@@ -8,6 +8,10 @@ With an augmentation policy each sample is pad-cropped and flipped into its own 
 tile, its policy ops run on that tile (policy_ops.py), and normalisation, erasing and
 mixing read the tile, all in the same call.
 
+The kernels are cached on disk (numba's cache=True, in __pycache__ or numba's user
+cache): the first call on a machine compiles them (about 11 s with the policy ops on the
+2-core VM, 2026-12-03), every later process loads them (below a second).
+
 Measured: about 240k images/s at batch 512, float32 out, pad-crop-flip, on a 2-core cloud
 VM (measure_augment("numba", 512, "cpu"), 2026-11-29). fp16/bf16 are several times slower
 there, bound by torch's float32->half conversion on that CPU.
@@ -37,7 +41,7 @@ def _source_index(i, reflect):
     return i
 
 
-@njit(cache=False)
+@njit(cache=True)
 def render_image(image, dy, dx, flip, box, lut, reflect, dst):
     """v(s) of one sample into dst [32, 32, 3] float32: crop, flip, normalise, erase."""
     zero = np.float32(0.0)
@@ -58,13 +62,13 @@ def render_image(image, dy, dx, flip, box, lut, reflect, dst):
                     dst[y, x, c] = lut[c, image[sy, sx, c]]
 
 
-@njit(cache=False)
+@njit(cache=True)
 def render_plain(image, shift, flip, box, lut, reflect, _entries, _kinds, _coefficients, dst):
     """v(s) of one sample without a policy: straight from its source image."""
     render_image(image, shift[0], shift[1], flip, box, lut, reflect, dst)
 
 
-@njit(cache=False)
+@njit(cache=True)
 def render_through_policy(image, shift, flip, box, lut, reflect, entries, kinds, coefficients,
                           dst):
     """v(s) of one sample with a policy: crop/flip into a uint8 tile, its policy entries on
@@ -92,7 +96,7 @@ def render_through_policy(image, shift, flip, box, lut, reflect, entries, kinds,
                 dst[y, x, 2] = normalise[2, tile[i + 2]]
 
 
-@njit(cache=False)
+@njit(cache=True)
 def crop_flip_tile(image, dy, dx, flip, reflect, tile):
     """image pad-cropped and flipped into tile (flat HWC uint8), outside reading 0."""
     columns = np.empty(_SIZE, np.int64)  # source column of each output column
@@ -109,52 +113,54 @@ def crop_flip_tile(image, dy, dx, flip, reflect, tile):
                     image[sy, sx, 2]
 
 
-def _make_kernel(render_sample):
-    """The batch kernel around one way of rendering a sample. One body, two compiled
-    kernels: numba compiles a kernel on its first call, so runs without a policy never
-    pay to compile the policy ops (several seconds)."""
-
-    @njit(parallel=True, cache=False)
-    def kernel(images, indices, has_indices, labels, shift, flip, erase_box, partner,
-               mix_weight, mix_box, target_weight, lut, reflect, mixing, out,
-               soft, keep, fill, soft_targets, hard_targets, policy, kinds, coefficients):
-        batch_size = out.shape[0]
-        one = np.float32(1.0)
-        for b in prange(batch_size):  # samples are independent: no shared writes, no locks
-            src = indices[b] if has_indices else np.int64(b)
-            p = partner[b]
-            src_partner = indices[p] if has_indices else p
-            render_sample(images[src], shift[b], flip[b] != 0, erase_box[b], lut, reflect,
-                          policy[b], kinds, coefficients, out[b])
-            if mixing:
-                # The partner is rendered with its own params (and policy: its ops run
-                # again here) into a per-sample scratch tile.
-                theirs = np.empty((_SIZE, _SIZE, 3), np.float32)
-                render_sample(images[src_partner], shift[p], flip[p] != 0, erase_box[p], lut,
-                              reflect, policy[p], kinds, coefficients, theirs)
-                box = mix_box[b]
-                for y in range(_SIZE):
-                    for x in range(_SIZE):
-                        inside = box[0] <= y < box[1] and box[2] <= x < box[3]
-                        a = np.float32(0.0) if inside else mix_weight[b]
-                        for c in range(3):
-                            mixed = a * out[b, y, x, c] + (one - a) * theirs[y, x, c]
-                            out[b, y, x, c] = mixed
-            if soft:
-                w = target_weight[b]
-                mine, other = labels[src], labels[src_partner]
-                for k in range(soft_targets.shape[1]):
-                    hot_mine = one if k == mine else np.float32(0.0)
-                    hot_other = one if k == other else np.float32(0.0)
-                    soft_targets[b, k] = (w * hot_mine + (one - w) * hot_other) * keep + fill
-            else:
-                hard_targets[b] = labels[src]
-
-    return kernel
+@njit(parallel=True, cache=True)
+def _kernel(images, indices, has_indices, labels, shift, flip, erase_box, partner,
+            mix_weight, mix_box, target_weight, lut, reflect, mixing, out,
+            soft, keep, fill, soft_targets, hard_targets, with_policy, policy, kinds,
+            coefficients):
+    batch_size = out.shape[0]
+    one = np.float32(1.0)
+    for b in prange(batch_size):  # samples are independent: no shared writes, no locks
+        src = indices[b] if has_indices else np.int64(b)
+        p = partner[b]
+        src_partner = indices[p] if has_indices else p
+        _render(with_policy, images[src], shift[b], flip[b] != 0, erase_box[b], lut, reflect,
+                policy[b], kinds, coefficients, out[b])
+        if mixing:
+            # The partner is rendered with its own params (and policy: its ops run
+            # again here) into a per-sample scratch tile.
+            theirs = np.empty((_SIZE, _SIZE, 3), np.float32)
+            _render(with_policy, images[src_partner], shift[p], flip[p] != 0, erase_box[p],
+                    lut, reflect, policy[p], kinds, coefficients, theirs)
+            box = mix_box[b]
+            for y in range(_SIZE):
+                for x in range(_SIZE):
+                    inside = box[0] <= y < box[1] and box[2] <= x < box[3]
+                    a = np.float32(0.0) if inside else mix_weight[b]
+                    for c in range(3):
+                        mixed = a * out[b, y, x, c] + (one - a) * theirs[y, x, c]
+                        out[b, y, x, c] = mixed
+        if soft:
+            w = target_weight[b]
+            mine, other = labels[src], labels[src_partner]
+            for k in range(soft_targets.shape[1]):
+                hot_mine = one if k == mine else np.float32(0.0)
+                hot_other = one if k == other else np.float32(0.0)
+                soft_targets[b, k] = (w * hot_mine + (one - w) * hot_other) * keep + fill
+        else:
+            hard_targets[b] = labels[src]
 
 
-_plain_kernel = _make_kernel(render_plain)
-_policy_kernel = _make_kernel(render_through_policy)
+@njit(inline="always")
+def _render(with_policy, image, shift, flip, box, lut, reflect, policy, kinds, coefficients,
+            dst):
+    if with_policy:
+        render_through_policy(image, shift, flip, box, lut, reflect, policy, kinds,
+                              coefficients, dst)
+    else:
+        render_plain(image, shift, flip, box, lut, reflect, policy, kinds, coefficients, dst)
+
+
 
 
 def augment_numba(images: torch.Tensor, labels: torch.Tensor, params: AugmentParams,
@@ -177,15 +183,14 @@ def augment_numba(images: torch.Tensor, labels: torch.Tensor, params: AugmentPar
         kinds, coefficients = np.zeros(1, np.int32), np.zeros((1, 6), np.float32)
     no_rows = np.empty(0, np.int64)
     soft_targets = out_targets.numpy() if config.soft_targets else np.empty((0, 1), np.float32)
-    kernel = _policy_kernel if config.policy_steps else _plain_kernel
-    kernel(
+    _kernel(
         images.numpy(), no_rows if indices is None else indices.numpy(), indices is not None,
         labels.numpy(), params.shift.numpy(), params.flip.numpy(), params.erase_box.numpy(),
         params.partner.numpy(), params.mix_weight.numpy(), params.mix_box.numpy(),
         params.target_weight.numpy(), make_lut(config).numpy(), config.pad_mode == "reflect",
         config.mixing, pixels.numpy(), config.soft_targets, np.float32(keep), np.float32(fill),
         soft_targets, no_rows if config.soft_targets else out_targets.numpy(),
-        params.policy.numpy(), kinds, coefficients,
+        bool(config.policy_steps), params.policy.numpy(), kinds, coefficients,
     )
     if dtype != torch.float32:
         out.permute(0, 2, 3, 1).copy_(pixels)

@@ -34,7 +34,7 @@ _HALF_SIZE = np.float32(_SIZE / 2)
 _ROUNDER = np.float32(12582912.0)
 
 
-@njit(cache=False)
+@njit(cache=True)
 def run_policy(tile, scratch, table, entries, kinds, coefficients):
     """Run one sample's entries. Returns (image, pending): the result is image (one of the
     two buffers passed in), mapped through table[c, image[3p + c]] when pending, as is
@@ -63,7 +63,7 @@ def run_policy(tile, scratch, table, entries, kinds, coefficients):
     return tile, pending
 
 
-@njit(cache=False)
+@njit(cache=True)
 def apply_table(tile, table):
     """tile <- table[c, tile] in place."""
     for p in range(_PIXELS):
@@ -72,7 +72,7 @@ def apply_table(tile, table):
         tile[3 * p + 2] = table[2, tile[3 * p + 2]]
 
 
-@njit(cache=False)
+@njit(cache=True)
 def affine(tile, c, dst):
     """Nearest-neighbour warp into dst, zeros outside (grid_sample's rounding). The source
     offsets come first, in a loop of plain float arithmetic that LLVM vectorises, then the
@@ -97,7 +97,7 @@ def affine(tile, c, dst):
             dst[3 * p], dst[3 * p + 1], dst[3 * p + 2] = tile[at], tile[at + 1], tile[at + 2]
 
 
-@njit(cache=False)
+@njit(cache=True)
 def color(tile, factor, rest, dst):
     """Each pixel blended with its own luma."""
     for p in range(_PIXELS):
@@ -110,7 +110,7 @@ def color(tile, factor, rest, dst):
         dst[3 * p + 2] = to_uint8(fma32(luma, rest, b * factor))
 
 
-@njit(cache=False)
+@njit(cache=True)
 def sharpness(tile, rest, dst):
     """The interior blended with its 3x3 blur (1s around a 5, over 13: an integer sum
     rounded once) into dst; borders kept. The blur sums rows of three, then three rows."""

@@ -24,7 +24,7 @@ _PIXELS = 32 * 32
 _INV_255 = np.float32(1.0 / 255)
 
 
-@njit(cache=False)
+@njit(cache=True)
 def compose_per_value(kind, c, tile, table, pending):
     """table <- op o table (or op itself when nothing is pending) for a per-value op, with
     the statistics of the current image where the op needs them (contrast's mean luma:
@@ -56,7 +56,7 @@ def compose_per_value(kind, c, tile, table, pending):
             table[ch, v] = op[table[ch, v]] if pending else op[v]
 
 
-@njit(cache=False)
+@njit(cache=True)
 def fill_op_table(kind, c, hist, mean, op):
     """op[v]: what the per-value op makes of value v (hist: this channel's histogram,
     read by autocontrast and equalize). One loop per kind, so that each is a plain loop."""
@@ -86,7 +86,7 @@ def fill_op_table(kind, c, hist, mean, op):
             op[v] = 255 - v
 
 
-@njit(cache=False)
+@njit(cache=True)
 def autocontrast_table(low, high, op):
     """(v - min) / ((max - min) * float32(1/255)); a flat channel keeps its values."""
     scale = (np.float32(high) - np.float32(low)) * _INV_255
@@ -94,7 +94,7 @@ def autocontrast_table(low, high, op):
         op[v] = v if low == high else to_uint8((np.float32(v) - np.float32(low)) / scale)
 
 
-@njit(cache=False)
+@njit(cache=True)
 def equalize_table(hist, step, op):
     """PIL's equalisation table, in integers (as torchvision): (below + step // 2) // step
     with `below` the pixels darker than v; a channel with step 0 keeps its values."""

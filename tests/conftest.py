@@ -56,3 +56,15 @@ def prepared_data(tmp_path_factory):
     prepare(PrepareConfig(dataset="cifar10", source=str(archive), data_dir=str(data_dir),
                           formats=tuple(formats), checksum=False), log=lambda *_: None)
     return data_dir, truth
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Train on one CPU thread (modules opt in with pytest.mark.usefixtures): on a shared
+    2-core machine, OpenMP threads spinning against other processes made runs 3-4x slower
+    (41 s vs 12 s for the resume test under load); one thread is also deterministic
+    regardless of the core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -36,16 +36,11 @@ from airbench import lib_airbench94, utils  # noqa: E402
 
 CIFAR_LOADER = utils.CifarLoader  # the class itself (one test patches the module's name)
 
-pytestmark = pytest.mark.skipif(metadata.version("airbench") != "0.1.8",
-                                reason="parity is with airbench 0.1.8")
+pytestmark = [pytest.mark.skipif(metadata.version("airbench") != "0.1.8",
+                                 reason="parity is with airbench 0.1.8"),
+              pytest.mark.usefixtures("one_thread")]  # one torch thread (tests/conftest.py)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager

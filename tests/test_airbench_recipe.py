@@ -32,13 +32,10 @@ from fastcifar.pipelines import create_loader
 from fastcifar.pipelines.base import epoch_batch_params, make_spec
 from tests.helpers import prepare_dataset
 
+# one torch thread: see tests/conftest.py one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 def airbench_config(tmp_path, **options):

@@ -26,12 +26,7 @@ OPTIONS = dict(recipe="strong", autoaugment=False, epochs=3, batch_size=50, ema=
                ema_decay=0.9, tta=True, drop_path=0.2, log_every=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic and fair on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

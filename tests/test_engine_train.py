@@ -16,18 +16,12 @@ from fastcifar.engine.run_dir import prepare_run_dir
 from fastcifar.errors import UserError
 from tests.helpers import prepare_dataset
 
+# one torch thread: see tests/conftest.py one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TIMING_KEYS = {"images_per_sec", "epoch_seconds", "eval_seconds"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Train on one CPU thread: on a shared 2-core machine, OpenMP threads spinning
-    against other processes made these runs 3-4x slower (41 s vs 12 s for the resume
-    test under load); one thread is also deterministic regardless of the core count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from fastcifar.experiments.launch import train_from_options
 from fastcifar.extras import has_module
 from tests.helpers import prepare_dataset
 
-pytestmark = pytest.mark.slow  # each test trains (seconds)
+# each test trains (seconds), on one torch thread (tests/conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 TIMING_KEYS = {"images_per_sec", "epoch_seconds", "eval_seconds"}
 # Where the [tb] extra is missing (a GPU machine without a package index), the runs go on
@@ -28,14 +29,6 @@ TIMING_KEYS = {"images_per_sec", "epoch_seconds", "eval_seconds"}
 TENSORBOARD = ["--tensorboard"] if has_module("tensorboard") else []
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One CPU thread: deterministic whatever the core count, and fast on a shared VM
-    (see tests/test_engine_train.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

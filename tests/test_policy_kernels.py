@@ -15,13 +15,10 @@ from tests.helpers import (
     make_policy_images,
 )
 
+# one torch thread: see tests/conftest.py one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 @pytest.mark.parametrize("policy", list(SPACES))

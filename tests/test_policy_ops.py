@@ -9,6 +9,9 @@ from fastcifar.augment.policy_reference import apply_policy
 from fastcifar.augment.policy_space import CIFAR10_POLICY, NO_MAGNITUDE, SPACES
 from fastcifar.augment.policy_table import affine_matrix, op_coefficients, policy_table
 
+# one torch thread: see tests/conftest.py one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TORCHVISION = {
     "autoaugment": v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
     "randaugment": v2.RandAugment(),
@@ -33,13 +36,6 @@ def make_images(n=12, seed=0):
     return x
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small torch ops: a second thread only adds contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def distinct_entries(policy: str, levels=None) -> list[int]:

@@ -24,16 +24,11 @@ from fastcifar.use.predict import PredictRequest, predict
 from tests.cifar_fixtures import make_images
 from tests.helpers import normalised, prepare_dataset
 
-pytestmark = pytest.mark.slow  # trains a run (seconds), exports run the exporters
+# trains a run (seconds) on one torch thread (tests/conftest.py); exports run the exporters
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 EVAL_BATCH = 50
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

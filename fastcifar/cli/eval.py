@@ -1,7 +1,7 @@
 import click
 
 from fastcifar.backends import BACKEND_NAMES
-from fastcifar.cli.options import tta_level, tta_options
+from fastcifar.cli.options import run_model_options, tta_level
 
 
 @click.command("eval")
@@ -13,12 +13,7 @@ from fastcifar.cli.options import tta_level, tta_options
               help="A CIFAR-format python or binary archive (or folder): its test split.")
 @click.option("--corruptions", metavar="DIR",
               help="CIFAR-10-C / CIFAR-100-C folder: <corruption>.npy (5 severities) + labels.npy.")
-@tta_options("Default: what the run used.")
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
-              show_default=True)
-@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]),
-              help="Compute dtype. Default: the run's.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Default: the run's eval batch.")
+@run_model_options
 @click.option("--backend", type=click.Choice(BACKEND_NAMES),
               help="Loader for the prepared test split. Default: the run's.")
 @click.option("--data-dir", metavar="DIR", help="Prepared data. Default: the run's.")

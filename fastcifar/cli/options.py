@@ -23,3 +23,19 @@ def tta_level(tta: int | None, no_tta: bool | None) -> int | None:
             raise click.UsageError(f"--no-tta contradicts --tta {tta}")
         return 0
     return tta
+
+
+def run_model_options(command):
+    """How eval and predict run a run's model: --tta/--no-tta, --device, --dtype,
+    --batch-size (each defaulting to the run's own choice)."""
+    for option in reversed((
+        tta_options("Default: what the run used."),
+        click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
+                     show_default=True),
+        click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]),
+                     help="Compute dtype. Default: the run's."),
+        click.option("--batch-size", type=click.IntRange(min=1),
+                     help="Default: the run's eval batch."),
+    )):
+        command = option(command)
+    return command

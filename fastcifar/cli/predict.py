@@ -1,6 +1,6 @@
 import click
 
-from fastcifar.cli.options import tta_level, tta_options
+from fastcifar.cli.options import run_model_options, tta_level
 
 
 @click.command()
@@ -8,12 +8,7 @@ from fastcifar.cli.options import tta_level, tta_options
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
               help="Classes to list per image.")
-@tta_options("Default: what the run used.")
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto",
-              show_default=True)
-@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]),
-              help="Compute dtype. Default: the run's.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Default: the run's eval batch.")
+@run_model_options
 @click.option("--json", "json_out", metavar="OUT",
               help="Write the predictions as JSON ('-': stdout, instead of the table).")
 def predict(run_dir, images, top_k, tta, no_tta, device, dtype, batch_size, json_out):

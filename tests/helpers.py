@@ -1,13 +1,19 @@
 """Helpers several test modules share (test modules never import each other)."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import fastcifar
 from fastcifar.augment import AugmentConfig, make_lut, sample_params
 from fastcifar.backends import BACKEND_NAMES, missing_extra
+from fastcifar.engine.resolve import resolve_config
 from fastcifar.prepare import PrepareConfig, prepare
 from tests.cifar_fixtures import make_cifar_archive
 
@@ -118,3 +124,50 @@ def entry_per_sample(config: AugmentConfig, entries: list[int], seed=1):
     params = sample_params(config, len(entries), torch.Generator().manual_seed(seed), "cpu")
     params.policy[:, 0] = torch.tensor(entries, dtype=torch.int32)
     return images, labels, params
+
+
+# ---------------------------------------------------------------- training runs
+
+TIMING_KEYS = {"images_per_sec", "epoch_seconds", "eval_seconds"}
+
+
+def cpu_run_config(data_dir, out, **options):
+    """The TrainConfig of a small resnet20 CPU run into `out` (options override)."""
+    base = dict(model="resnet20", dataset="cifar10", data_dir=data_dir, out=str(out),
+                device="cpu", progress=False)
+    return resolve_config({**base, **options})
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+# ---------------------------------------------------------------- Triton's interpreter
+
+def triton_in_fresh_interpreter(config_source: str, batch_size: int, timeout: int = 600) -> str:
+    """Run the Triton op and the reference on a random batch in a new process with
+    TRITON_INTERPRET=1 set before any import (the documented way to run Triton on the
+    CPU); returns what it printed: "True" when both agree bit for bit."""
+    code = "\n".join([
+        "import torch",
+        "from fastcifar.augment import AugmentConfig, augment, sample_params",
+        f"config = {config_source}",
+        "g = torch.Generator().manual_seed(0)",
+        f"images = torch.randint(0, 256, ({batch_size}, 32, 32, 3), dtype=torch.uint8,"
+        " generator=g)",
+        f"labels = torch.randint(0, 10, ({batch_size},), generator=g)",
+        f"params = sample_params(config, {batch_size}, g, 'cpu')",
+        "a = augment(images, labels, params, config, impl='triton')",
+        "b = augment(images, labels, params, config, impl='reference')",
+        "print(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]))",
+    ])
+    env = {**os.environ, "TRITON_INTERPRET": "1",
+           "PYTHONPATH": str(Path(fastcifar.__file__).parents[1])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()

@@ -4,15 +4,10 @@ On CPU tensors the kernel runs in Triton's interpreter (tiny batches); the same 
 also compiled for sm_90 without a GPU, which catches what the interpreter lets through
 (types, constexpr branches). On a CUDA machine it runs on the GPU and inside a CUDA graph.
 """
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-import fastcifar
 from fastcifar.augment import (
     AugmentConfig,
     augment,
@@ -20,6 +15,7 @@ from fastcifar.augment import (
     identity_params,
     sample_params,
 )
+from tests.helpers import triton_in_fresh_interpreter
 
 triton = pytest.importorskip("triton")
 
@@ -89,24 +85,8 @@ def test_interpreter_empty_batch():
 @pytest.mark.slow
 def test_interpreter_when_triton_interpret_is_set_before_import():
     """The documented way to run Triton on CPU: TRITON_INTERPRET=1 in a fresh process."""
-    code = "\n".join([
-        "import torch",
-        "from fastcifar.augment import AugmentConfig, augment, sample_params",
-        "config = AugmentConfig.for_dataset('cifar10', cutout=8, mixup_alpha=1.0)",
-        "g = torch.Generator().manual_seed(0)",
-        "images = torch.randint(0, 256, (3, 32, 32, 3), dtype=torch.uint8, generator=g)",
-        "labels = torch.randint(0, 10, (3,), generator=g)",
-        "params = sample_params(config, 3, g, 'cpu')",
-        "a = augment(images, labels, params, config, impl='triton')",
-        "b = augment(images, labels, params, config, impl='reference')",
-        "print(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]))",
-    ])
-    env = {**os.environ, "TRITON_INTERPRET": "1",
-           "PYTHONPATH": str(Path(fastcifar.__file__).parents[1])}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "True"
+    config = "AugmentConfig.for_dataset('cifar10', cutout=8, mixup_alpha=1.0)"
+    assert triton_in_fresh_interpreter(config, 3, timeout=300) == "True"
 
 
 _POINTER_TYPES = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}

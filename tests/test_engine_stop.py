@@ -1,7 +1,6 @@
 """Stopping a run on a signal (one process, CPU): the handlers, the agreed checks, the
 graph released on every way out, and a run stopped mid-epoch that resumes to exactly the
 result of an uninterrupted one. Two processes: tests/test_engine_dist.py."""
-import json
 import os
 import signal
 
@@ -16,9 +15,14 @@ from fastcifar.engine.resolve import resolve_config
 from fastcifar.engine.signals import StopRequested, StopSignals
 from fastcifar.engine.step import LOSS_SUM, SEEN, GraphRunner
 from fastcifar.errors import RunStopped, UserError
-from tests.helpers import SentinelGraph, prepare_dataset
+from tests.helpers import (
+    SentinelGraph,
+    cpu_run_config,
+    prepare_dataset,
+    read_metrics,
+    without_timing,
+)
 
-TIMING_KEYS = {"images_per_sec", "epoch_seconds", "eval_seconds"}
 # Strong-recipe pieces (warmup + cosine, mixup/cutmix soft targets, label smoothing,
 # Nesterov) plus EMA, TTA and drop-path (which draws from the global RNG): every piece of
 # state a mid-epoch checkpoint must carry. 200 images / 50 = 4 steps per epoch.
@@ -34,16 +38,7 @@ def tiny_data(tmp_path_factory):
     return prepare_dataset(tmp_path_factory.mktemp("tiny"), 200, 100, seed=5)
 
 
-def config_for(data_dir, out, **options):
-    base = dict(model="resnet20", dataset="cifar10", data_dir=data_dir, out=str(out),
-                device="cpu", progress=False)
-    return resolve_config({**base, **options})
 
-
-def without_timing(run_dir):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS}
-            for line in lines]
 
 
 # -- the handlers ------------------------------------------------------------------------
@@ -101,7 +96,7 @@ def test_a_failing_run_releases_its_graph(tiny_data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(build, "build_runner", graph_runner)
     monkeypatch.setattr(resume, "save_checkpoint", disk_full)
-    config = config_for(tiny_data, tmp_path / "full", epochs=1, batch_size=100)
+    config = cpu_run_config(tiny_data, tmp_path / "full", epochs=1, batch_size=100)
     with pytest.raises(UserError, match="No space left"):
         loop.train(config)
     assert events == ["save", "reset"]
@@ -113,7 +108,7 @@ def test_a_failing_run_releases_its_graph(tiny_data, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "whole"
-    return out, loop.train(config_for(tiny_data, out, **OPTIONS))
+    return out, loop.train(cpu_run_config(tiny_data, out, **OPTIONS))
 
 
 @pytest.mark.slow
@@ -136,7 +131,7 @@ def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(
     monkeypatch.setattr(torch, "save", save_under_a_second_signal)
     out = tmp_path / "split"
     with pytest.raises(RunStopped) as info:
-        loop.train(config_for(tiny_data, out, **OPTIONS))
+        loop.train(cpu_run_config(tiny_data, out, **OPTIONS))
     monkeypatch.undo()
     assert info.value.exit_status == 143
     assert str(info.value) == \
@@ -144,8 +139,8 @@ def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(
     state = load_checkpoint(out / "checkpoint.pt")
     assert (state["epoch"], state["batch"], state["step"]) == (1, 3, 7)
     assert state["partial_epoch"]["ranks"][0]["metrics"][SEEN] == 3 * 50
-    assert len(without_timing(out)) == 1
+    assert len(without_timing(read_metrics(out))) == 1
 
     resumed = loop.train(resolve_config({"resume": True, "out": str(out), "progress": False}))
-    assert without_timing(out) == without_timing(whole_dir)
+    assert without_timing(read_metrics(out)) == without_timing(read_metrics(whole_dir))
     assert resumed["param_checksums"] == whole["param_checksums"]

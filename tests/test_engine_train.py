@@ -14,12 +14,11 @@ from fastcifar.engine.migrate import CONFIG_SCHEMA_VERSION
 from fastcifar.engine.resolve import resolve_config
 from fastcifar.engine.run_dir import prepare_run_dir
 from fastcifar.errors import UserError
-from tests.helpers import prepare_dataset
+from tests.helpers import cpu_run_config, prepare_dataset, read_metrics, without_timing
 
 # one torch thread: see tests/conftest.py one_thread
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TIMING_KEYS = {"images_per_sec", "epoch_seconds", "eval_seconds"}
 
 
 
@@ -36,25 +35,13 @@ def tiny_data(tmp_path_factory):
     return prepare_dataset(tmp_path_factory.mktemp("tiny"), 200, 100, seed=5)
 
 
-def config_for(data_dir, out, **options):
-    base = dict(model="resnet20", dataset="cifar10", data_dir=data_dir, out=str(out),
-                device="cpu", progress=False)
-    return resolve_config({**base, **options})
-
-
-def without_timing(records):
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
-
-
-def read_metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
 def finished_run(learn_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "resnet20"
-    config = config_for(learn_data, out, epochs=2, batch_size=32, base_lr=0.1, schedule="linear",
-                        warmup_epochs=0.3, nesterov=True)
+    config = cpu_run_config(learn_data, out, epochs=2, batch_size=32, base_lr=0.1,
+                            schedule="linear", warmup_epochs=0.3, nesterov=True)
     summary = loop.train(config)
     return config, out, summary
 
@@ -112,7 +99,7 @@ def test_resume_matches_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
     RNG, so the checkpoint's RNG state must come back too): every piece of state."""
     options = dict(recipe="strong", epochs=3, batch_size=50, ema=True, ema_decay=0.9, tta=True,
                    drop_path=0.2)
-    whole = loop.train(config_for(tiny_data, tmp_path / "whole", **options))
+    whole = loop.train(cpu_run_config(tiny_data, tmp_path / "whole", **options))
 
     class Crash(Exception):
         pass
@@ -126,11 +113,11 @@ def test_resume_matches_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop.Trainer, "_save", save_then_crash)
     with pytest.raises(Crash):
-        loop.train(config_for(tiny_data, tmp_path / "split", **options))
+        loop.train(cpu_run_config(tiny_data, tmp_path / "split", **options))
     monkeypatch.setattr(loop.Trainer, "_save", save)
     assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1
     with pytest.raises(UserError, match="unfinished run.*--resume"):
-        loop.train(config_for(tiny_data, tmp_path / "split", **options))
+        loop.train(cpu_run_config(tiny_data, tmp_path / "split", **options))
 
     resumed_config = resolve_config({"resume": True, "out": str(tmp_path / "split"),
                                      "progress": False})
@@ -143,7 +130,7 @@ def test_resume_matches_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
 def test_a_run_stopped_before_its_first_checkpoint_starts_over(tiny_data, tmp_path):
     out = tmp_path / "stopped"
     out.mkdir()
-    config = config_for(tiny_data, out, epochs=1, batch_size=100)
+    config = cpu_run_config(tiny_data, out, epochs=1, batch_size=100)
     (out / "config.json").write_text(json.dumps(config.to_json()))  # a Ctrl-C in epoch 1
     (out / "metrics.jsonl").write_text("")
     with pytest.raises(UserError, match="no checkpoint yet.*without --resume"):
@@ -164,7 +151,7 @@ def test_an_unreadable_checkpoint_is_one_line_without_torchs_advice(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path,
                                                                   monkeypatch):
     lr_at = loop.lr_at
-    config = config_for(tiny_data, tmp_path / "nan", epochs=3, batch_size=50, log_every=1)
+    config = cpu_run_config(tiny_data, tmp_path / "nan", epochs=3, batch_size=50, log_every=1)
     steps_per_epoch = 200 // 50
     monkeypatch.setattr(
         loop, "lr_at",

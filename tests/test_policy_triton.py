@@ -1,15 +1,10 @@
 """Policies inside the fused Triton kernel: the interpreter on CPU (tiny batches), a full
 compile for sm_90 without a GPU, and the GPU itself (with a CUDA-graph capture) when there
 is one; all equal the torch reference bit for bit."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-import fastcifar
 from fastcifar.augment import AugmentConfig, augment, augment_reference, sample_params
 from fastcifar.augment.policy_space import SPACES
 from tests.helpers import (
@@ -18,6 +13,7 @@ from tests.helpers import (
     assert_same,
     entry_per_sample,
     make_policy_images,
+    triton_in_fresh_interpreter,
 )
 
 triton = pytest.importorskip("triton")
@@ -65,24 +61,8 @@ def test_triton_interpreter_runs_each_op_kind_as_the_reference_does(policy, entr
 @pytest.mark.slow
 def test_triton_with_interpret_set_before_import():
     """The documented way to run Triton on CPU: TRITON_INTERPRET=1 in a fresh process."""
-    code = "\n".join([
-        "import torch",
-        "from fastcifar.augment import AugmentConfig, augment, sample_params",
-        "config = AugmentConfig.for_dataset('cifar10', augment_policy='trivialaugment')",
-        "g = torch.Generator().manual_seed(0)",
-        "images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=g)",
-        "labels = torch.randint(0, 10, (2,), generator=g)",
-        "params = sample_params(config, 2, g, 'cpu')",
-        "a = augment(images, labels, params, config, impl='triton')",
-        "b = augment(images, labels, params, config, impl='reference')",
-        "print(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]))",
-    ])
-    env = {**os.environ, "TRITON_INTERPRET": "1",
-           "PYTHONPATH": str(Path(fastcifar.__file__).parents[1])}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "True"
+    config = "AugmentConfig.for_dataset('cifar10', augment_policy='trivialaugment')"
+    assert triton_in_fresh_interpreter(config, 2, timeout=600) == "True"
 
 
 @pytest.mark.slow

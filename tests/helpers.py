@@ -171,3 +171,16 @@ def triton_in_fresh_interpreter(config_source: str, batch_size: int, timeout: in
                             env=env, timeout=timeout)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout.strip()
+
+
+def capture_graph(step) -> torch.cuda.CUDAGraph:
+    """Run `step` once on a side stream (compiles kernels, caches tables), then capture it."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph

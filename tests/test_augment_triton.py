@@ -15,7 +15,7 @@ from fastcifar.augment import (
     identity_params,
     sample_params,
 )
-from tests.helpers import triton_in_fresh_interpreter
+from tests.helpers import capture_graph, triton_in_fresh_interpreter
 
 triton = pytest.importorskip("triton")
 
@@ -162,14 +162,7 @@ def test_cuda_graph_capture_replays_new_params():
         augment(images, labels, params, config, indices=indices, out=out,
                 out_targets=out_targets)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        step()  # compiles the kernel and caches the LUT outside the capture
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
+    graph = capture_graph(step)
     g = torch.Generator(device="cuda").manual_seed(5)
     for _ in range(2):
         fresh = sample_params(config, 128, g, "cuda")

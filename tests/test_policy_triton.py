@@ -11,6 +11,7 @@ from tests.helpers import (
     EXTRAS,
     POLICY_OPTIONS,
     assert_same,
+    capture_graph,
     entry_per_sample,
     make_policy_images,
     triton_in_fresh_interpreter,
@@ -138,14 +139,7 @@ def test_cuda_graph_capture_replays_new_policy_draws():
         augment(images, labels, params, config, indices=indices, out=out,
                 out_targets=out_targets)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        step()  # compiles the kernel, caches the LUT and the policy table outside the capture
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
+    graph = capture_graph(step)
     for _ in range(2):
         fresh = sample_params(config, 256, g, "cuda")
         for name, tensor in vars(fresh).items():

@@ -41,8 +41,6 @@ pytestmark = [pytest.mark.skipif(metadata.version("airbench") != "0.1.8",
               pytest.mark.usefixtures("one_thread")]  # one torch thread (tests/conftest.py)
 
 
-
-
 @contextlib.contextmanager
 def float_on_cpu():
     """make_net94 calls net.half().cuda(): both become no-ops (a float32 CPU net)."""
@@ -263,7 +261,7 @@ def test_alternating_flip_and_translate_equal_airbenchs_in_distribution(tmp_path
                              "recipe": "airbench94", "device": "cpu", "out": str(tmp_path)})
     augment = build_augment(config)  # the recipe's: translate 2 reflect, alternating flip
     ours = create_loader("native", "cifar10", "train", batch_size=256, train=True,
-                         augment=augment, data_dir=data_dir, seed=0, impl="reference")
+                         augment=augment, data_dir=data_dir, seed=0)  # numba: what the recipe runs on the CPU
     our_draws = []
     for epoch in range(epochs):
         ours.set_epoch(epoch)

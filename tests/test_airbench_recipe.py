@@ -36,8 +36,6 @@ from tests.helpers import prepare_dataset
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
 def airbench_config(tmp_path, **options):
     return resolve_config({"model": "airbench94", "dataset": "cifar10", "recipe": "airbench94",
                            "device": "cpu", "out": str(tmp_path / "run"), **options})

@@ -160,7 +160,11 @@ def test_execution_defaults_per_device():
     (dict(augment_policy="autoaug"), "did you mean: autoaugment"),
     (dict(augment_policy="randaugment", ra_n=0), "--ra-n"),
     (dict(augment_policy="randaugment", ra_m=31), r"--ra-m .* \[0, 30\]"),
-    (dict(augment_policy="trivialaugment", ra_n=3), "need --augment-policy randaugment"),
+    (dict(augment_policy="trivialaugment", ra_n=3), "needs? --augment-policy randaugment"),
+    # Given flags are refused even at their default values (2, 9).
+    (dict(ra_n=2), "--ra-n is a RandAugment setting: it needs --augment-policy randaugment"),
+    (dict(recipe="strong", ra_m=9), r"--ra-m .* \(the policy is autoaugment\)"),
+    (dict(ra_n=2, ra_m=9), "--ra-n and --ra-m are RandAugment settings"),
     (dict(autoaugment=True, augment_policy="randaugment"),
      "--autoaugment contradicts --augment-policy randaugment"),
     (dict(recipe="strong", autoaugment=False, augment_policy="trivialaugment"),

@@ -38,9 +38,6 @@ def tiny_data(tmp_path_factory):
     return prepare_dataset(tmp_path_factory.mktemp("tiny"), 200, 100, seed=5)
 
 
-
-
-
 # -- the handlers ------------------------------------------------------------------------
 
 

@@ -20,9 +20,6 @@ from tests.helpers import cpu_run_config, prepare_dataset, read_metrics, without
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
-
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """1000 training images: enough for resnet20 to learn the generated classes."""
@@ -33,8 +30,6 @@ def learn_data(tmp_path_factory):
 def tiny_data(tmp_path_factory):
     """200 training images: for the mechanics (resume, divergence)."""
     return prepare_dataset(tmp_path_factory.mktemp("tiny"), 200, 100, seed=5)
-
-
 
 
 @pytest.fixture(scope="module")

@@ -122,6 +122,15 @@ def test_config_from_a_gpu_run_reruns_on_the_cpu_when_asked(tmp_path):
     assert (rerun.device, rerun.graph, rerun.world_size, rerun.dtype) == ("cpu", False, 1, "bf16")
 
 
+def test_config_with_another_policy_drops_randaugment_settings(tmp_path):
+    saved_run(tmp_path, augment_policy="randaugment", ra_n=3, ra_m=20)
+    rerun = resolve(config=str(tmp_path / "original"), augment_policy="trivialaugment")
+    assert (rerun.augment_policy, rerun.ra_n, rerun.ra_m) == ("trivialaugment", 2, 9)
+    assert resolve(config=str(tmp_path / "original"), ra_m=5).ra_m == 5
+    with pytest.raises(UserError, match="needs? --augment-policy randaugment"):
+        resolve(config=str(tmp_path / "original"), augment_policy="none", ra_n=3)
+
+
 @pytest.mark.parametrize("make, options, message", [
     (None, {}, "does not exist"),
     ("garbage", {}, "cannot read"),

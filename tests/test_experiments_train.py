@@ -29,8 +29,6 @@ TIMING_KEYS = {"images_per_sec", "epoch_seconds", "eval_seconds"}
 TENSORBOARD = ["--tensorboard"] if has_module("tensorboard") else []
 
 
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return prepare_dataset(tmp_path_factory.mktemp("tiny"), 200, 100, seed=5)

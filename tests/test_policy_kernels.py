@@ -19,8 +19,6 @@ from tests.helpers import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
 @pytest.mark.parametrize("policy", list(SPACES))
 @pytest.mark.parametrize("extra", list(EXTRAS))
 def test_numba_equals_the_reference(policy, extra):

@@ -36,8 +36,6 @@ def make_images(n=12, seed=0):
     return x
 
 
-
-
 def distinct_entries(policy: str, levels=None) -> list[int]:
     """One entry per distinct (op, signed magnitude) of the policy (at the given bins)."""
     space, seen, entries = SPACES[policy], set(), []

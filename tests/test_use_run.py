@@ -29,8 +29,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 EVAL_BATCH = 50
 
 
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(run_dir, data_dir, summary): EMA + TTA, 120 test images in batches of 50."""

@@ -161,8 +161,6 @@ def _render(with_policy, image, shift, flip, box, lut, reflect, policy, kinds, c
         render_plain(image, shift, flip, box, lut, reflect, policy, kinds, coefficients, dst)
 
 
-
-
 def augment_numba(images: torch.Tensor, labels: torch.Tensor, params: AugmentParams,
                   config: AugmentConfig, *, indices: torch.Tensor | None = None,
                   out: torch.Tensor | None = None, out_targets: torch.Tensor | None = None,

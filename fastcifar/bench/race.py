@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = run_airbench(args.root, seeds)
     else:
         options = {"compile": True} if args.compile else {}
-        name = f"fastcifar{' compiled' if args.compile else ''}"
+        name = f"fastcifar {args.model} {args.recipe}{' compiled' if args.compile else ''}"
         contender = {"name": name, "model": args.model, "recipe": args.recipe}
         runs = run_fastcifar(args.data_dir, args.model, args.recipe, seeds, args.out, options)
     env = capture_env(torch.device("cuda" if torch.cuda.is_available() else "cpu"))

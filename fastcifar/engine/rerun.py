@@ -68,4 +68,14 @@ def options_from_saved(saved: TrainConfig, options: Mapping[str, Any]) -> dict:
         taken.pop("dtype")
     if "gpus" in options or "nproc" in options:
         taken.pop("world_size", None)
+    if _policy_given(options) not in (None, "randaugment"):
+        taken.pop("ra_n")  # RandAugment's knobs go with it
+        taken.pop("ra_m")
     return {**taken, **options}
+
+
+def _policy_given(options: Mapping[str, Any]) -> str | None:
+    """The augmentation policy the flags given now ask for (None: not given)."""
+    if "autoaugment" in options:
+        return "autoaugment" if options["autoaugment"] else "none"
+    return options.get("augment_policy")

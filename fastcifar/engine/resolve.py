@@ -53,9 +53,23 @@ def resolve_config(options: Mapping[str, Any], *, cuda_devices: int | None = Non
     if cuda_devices is None:
         cuda_devices = cuda_device_count()
     if "config" in options:
-        return _resolve_rerun(options, cuda_devices, known_models)
-    if options.get("resume"):
-        return _resolve_resumed(options, cuda_devices, known_models)
+        config = _resolve_rerun(options, cuda_devices, known_models)
+    elif options.get("resume"):
+        config = _resolve_resumed(options, cuda_devices, known_models)
+    else:
+        config = _resolve_new(options, cuda_devices, known_models)
+    given = [f"--{key.replace('_', '-')}" for key in ("ra_n", "ra_m") if key in options]
+    if given and config.augment_policy != "randaugment":
+        what = "are RandAugment settings" if len(given) == 2 else "is a RandAugment setting"
+        raise UserError(f"{' and '.join(given)} {what}: it needs --augment-policy randaugment "
+                        f"(the policy is {config.augment_policy})")
+    return config
+
+
+def _resolve_new(options: Mapping[str, Any], cuda_devices: int,
+                 known_models: list[str] | None) -> TrainConfig:
+    """A new run: TrainConfig's defaults, the recipe's, then the options given."""
+    options = {k: v for k, v in options.items() if v is not None}
     for key in ("model", "dataset"):
         if key not in options:
             raise UserError(f"--{key} is required")
@@ -139,8 +153,7 @@ def _resolve_resumed(options, cuda_devices, known_models) -> TrainConfig:
     # derived fields are derived again.
     base = {k: v for k, v in dataclasses.asdict(saved).items()
             if k not in DERIVED_FIELDS | {"resume", "force"}}
-    config = resolve_config({**base, **options, "resume": False},
-                            cuda_devices=cuda_devices, known_models=known_models)
+    config = _resolve_new({**base, **options, "resume": False}, cuda_devices, known_models)
     config = dataclasses.replace(config, resume=True)
     changed = [
         f"{key} (saved {value!r}, now {getattr(config, key)!r})"
@@ -162,8 +175,7 @@ def _resolve_rerun(options, cuda_devices, known_models) -> TrainConfig:
                         "one (--resume --out RUNDIR): give one of them")
     file, saved = read_config(options["config"])
     given = {k: v for k, v in options.items() if k != "config"}
-    config = resolve_config(options_from_saved(saved, given), cuda_devices=cuda_devices,
-                            known_models=known_models)
+    config = _resolve_new(options_from_saved(saved, given), cuda_devices, known_models)
     return dataclasses.replace(config, from_config=str(file.absolute()))
 
 

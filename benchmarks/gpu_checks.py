@@ -317,6 +317,7 @@ def buffer_sync_cost() -> str:
     torch = _need_gpus()
     from torch.nn.parallel import DistributedDataParallel
 
+    from fastcifar.engine.build import buffer_sync_option
     from fastcifar.engine.step import GraphRunner, TrainStep
     from fastcifar.models import create_model
 
@@ -332,7 +333,8 @@ def buffer_sync_cost() -> str:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            wrapped = DistributedDataParallel(model, device_ids=[0], forward_sync_buffers=sync)
+            wrapped = DistributedDataParallel(model, device_ids=[0],
+                                              **buffer_sync_option(sync))
         torch.cuda.current_stream().wait_stream(stream)
         runner = GraphRunner(TrainStep(wrapped, optimizer, buffers, dtype="bf16"),
                              warmup_steps=11, stream=stream)

@@ -3,10 +3,18 @@
 Importing the package is cheap and has no side effects: torch, numba, triton and the
 optional backends are imported where they are used.
 """
-from fastcifar.storage import load
-
 __version__ = "0.1.0"
 __all__ = ["load", "load_model", "__version__"]
+
+
+def __getattr__(name):
+    # fastcifar.load (fastcifar/storage.py) is looked up on first use: it brings numpy,
+    # which `fastcifar --help` does not need.
+    if name == "load":
+        from fastcifar.storage import load
+
+        return load
+    raise AttributeError(f"module 'fastcifar' has no attribute {name!r}")
 
 
 def load_model(run_dir, device="cpu"):

@@ -30,8 +30,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "w"):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. a read-only folder: keep the first error
+            tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise the OSError that writing `path` would meet (a read-only or full folder, no
+    permission), by creating and removing a temporary beside it; the file is not touched."""
+    probe = temp_sibling(Path(path), "probe")
+    with open(probe, "xb"):
+        pass
+    probe.unlink()
 
 
 def replace_folder(tmp: Path, target: Path) -> None:

@@ -260,8 +260,9 @@ def test_alternating_flip_and_translate_equal_airbenchs_in_distribution(tmp_path
     config = resolve_config({"model": "airbench94", "dataset": "cifar10",
                              "recipe": "airbench94", "device": "cpu", "out": str(tmp_path)})
     augment = build_augment(config)  # the recipe's: translate 2 reflect, alternating flip
+    # impl auto: the numba op, what the recipe runs on the CPU
     ours = create_loader("native", "cifar10", "train", batch_size=256, train=True,
-                         augment=augment, data_dir=data_dir, seed=0)  # numba: what the recipe runs on the CPU
+                         augment=augment, data_dir=data_dir, seed=0)
     our_draws = []
     for epoch in range(epochs):
         ours.set_epoch(epoch)

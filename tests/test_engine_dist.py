@@ -176,11 +176,23 @@ def patched_worker(ctx, config, scenario, log_dir):
             raise AssertionError("rank 1 read the checkpoint")
         resume.load_checkpoint = no_files
     if scenario == "disk_full" and ctx.rank == 0:
-        def disk_full(obj, *args, **kwargs):
+        class FullDisk:  # the real file, full after 4 kB: torch's writer sees the OSError
+            def __init__(self, file):
+                self.file = file
+
+            def write(self, data):
+                if self.file.tell() + len(data) > 4096:
+                    note("failure")
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return self.file.write(data)
+
+            def flush(self):
+                self.file.flush()
+
+        def disk_full(obj, f, *args, **kwargs):
             if not (isinstance(obj, dict) and "format" in obj):  # pickling a tensor
-                return save(obj, *args, **kwargs)
-            note("failure")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return save(obj, f, *args, **kwargs)
+            return save(obj, FullDisk(f), *args, **kwargs)
         torch.save = disk_full
     loop.run_worker(ctx, config)
 
@@ -277,6 +289,7 @@ def test_a_failed_save_ends_every_process_with_one_line(stop_data, tmp_path):
     assert "\n" not in message
     assert message.startswith(f"cannot write checkpoint {tmp_path / 'r' / 'checkpoint.pt'}: "
                               "No space left on device")
+    assert not [p for p in (tmp_path / "r").iterdir() if ".tmp-" in p.name]
     noted = events(tmp_path / "log")
     assert ended - noted[0]["failure"] < 30
     for rank_events in noted.values():
@@ -353,3 +366,21 @@ def test_torchrun_refuses_a_finished_run_directory_in_one_line(uninterrupted, st
               if line.startswith("error: ")]
     assert errors == [f"error: {whole_dir} holds a finished run (summary.json exists); pass "
                       "--force to overwrite it or choose another --out"], result.stderr
+
+
+def test_the_buffer_sync_keyword_follows_the_installed_torch(monkeypatch):
+    """torch 2.14 renamed DDP's broadcast_buffers to forward_sync_buffers; the GPU machines
+    run older torch builds, where only the old name exists."""
+    (name, value), = build.buffer_sync_option(False).items()
+    assert value is False
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+    assert name in inspect.signature(DistributedDataParallel.__init__).parameters
+
+    class OlderDDP:
+        def __init__(self, module, device_ids=None, broadcast_buffers=True):
+            pass
+
+    monkeypatch.setattr(build, "DistributedDataParallel", OlderDDP)
+    assert build.buffer_sync_option(False) == {"broadcast_buffers": False}

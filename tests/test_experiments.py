@@ -180,7 +180,9 @@ def test_tensorboard_without_the_extra_names_it(monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--seeds", "0"], "give a count"),
+    (["--seeds", "0"], "a count of seeds must be at least 1, got 0"),
+    (["--seeds", "0,,1"], "give a count"),
+    (["--seeds", "0,1,"], "give a count"),
     (["--seeds", "1,1"], "distinct"),
     (["--seeds", "a,b"], "give a count"),
     (["--seeds", "3", "--seed", "1"], "not both"),
@@ -293,6 +295,7 @@ def test_cli_runs_table_json_and_plot(run_folders, tmp_path):
     assert "5/5" in done and "0.9000" in done and "9.0 s @3" in done and "finished" in done
     group = next(line for line in lines if line.startswith("group "))
     assert "3/3" in group and "0.9200 +- 0.0200" in group and "(2/3)" in group
+    assert "15/15 (5/seed)" in group
     assert "diverged" in next(line for line in lines if line.startswith("nan "))
 
     result = runner.invoke(main, ["runs", str(run_folders), "--json"])
@@ -310,3 +313,33 @@ def test_cli_runs_table_json_and_plot(run_folders, tmp_path):
 def test_cli_runs_on_a_missing_folder_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["runs", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such folder" in result.stderr
+    (tmp_path / "runs.json").write_text("[]")
+    result = CliRunner().invoke(main, ["runs", str(tmp_path / "runs.json")])
+    assert result.exit_code == 2 and "runs.json: is not a folder" in result.stderr
+
+
+def test_a_damaged_metrics_file_is_named_in_its_warning(run_folders):
+    (run_folders / "done" / "metrics.jsonl").write_text('{"epoch": 1, "test_')
+    result = CliRunner().invoke(main, ["runs", str(run_folders)])
+    assert result.exit_code == 0
+    assert f"cannot read {run_folders / 'done' / 'metrics.jsonl'}" in result.stderr
+
+
+def test_a_group_curve_averages_only_the_epochs_every_seed_reached():
+    from fastcifar.experiments.runs_plot import _band
+
+    # seed 1 stopped at its target after epoch 2: the mean must not drop to seed 0's 0.3
+    assert _band([[0.1, 0.2, 0.3], [0.5, 0.6]]) == ([0.3, 0.4], [0.1, 0.2], [0.5, 0.6])
+
+
+def test_a_stopped_seed_points_to_its_group_for_resuming(tmp_path):
+    from types import SimpleNamespace
+
+    from fastcifar.engine.loop import resume_hint
+
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "seeds.json").write_text("{}")
+    hint = resume_hint(SimpleNamespace(out=str(tmp_path / "g" / "seed-1")))
+    assert hint == f"resume with: fastcifar train --resume --out {tmp_path / 'g'}"
+    hint = resume_hint(SimpleNamespace(out=str(tmp_path / "single")))
+    assert hint == f"resume with: fastcifar train --resume --out {tmp_path / 'single'}"

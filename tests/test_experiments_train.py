@@ -18,12 +18,11 @@ from fastcifar.engine.run_lock import is_running
 from fastcifar.engine.schedule import build_schedule, lr_at
 from fastcifar.experiments.launch import train_from_options
 from fastcifar.extras import has_module
-from tests.helpers import prepare_dataset
+from tests.helpers import prepare_dataset, read_metrics, without_timing
 
 # each test trains (seconds), on one torch thread (tests/conftest.py)
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-TIMING_KEYS = {"images_per_sec", "epoch_seconds", "eval_seconds"}
 # Where the [tb] extra is missing (a GPU machine without a package index), the runs go on
 # without TensorBoard and only the tests that read its files are skipped.
 TENSORBOARD = ["--tensorboard"] if has_module("tensorboard") else []
@@ -34,18 +33,10 @@ def data_dir(tmp_path_factory):
     return prepare_dataset(tmp_path_factory.mktemp("tiny"), 200, 100, seed=5)
 
 
-def train_cli(*args):
+def train_cli(*args, exit_code=0):
     result = CliRunner().invoke(main, ["train", *args, "--no-progress"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return result
-
-
-def read_metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def without_timing(records):
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
 
 def read_json(path):
@@ -153,6 +144,9 @@ def test_a_seed_group_summarises_its_seeds_and_resumes_the_unfinished(data_dir, 
     seed_0_metrics = (group / "seed-0" / "metrics.jsonl").stat().st_mtime_ns
     result = train_cli("--resume", "--out", str(group))
     assert "seed 0 (1/3)" in result.output and "finished before" in result.output
+    if TENSORBOARD:  # once for the group, not once per seed
+        assert result.output.count("tensorboard: ") == 1
+        assert f"tensorboard --logdir {group}\n" in result.output
     assert (group / "seed-0" / "metrics.jsonl").stat().st_mtime_ns == seed_0_metrics
     assert [r["epoch"] for r in read_metrics(group / "seed-1")] == [1, 2]
     if TENSORBOARD:
@@ -189,6 +183,41 @@ def test_a_seed_group_summarises_its_seeds_and_resumes_the_unfinished(data_dir, 
 
     rows = json.loads(CliRunner().invoke(main, ["runs", str(group), "--json"]).stdout)
     assert rows[0]["state"] == "finished" and rows[0]["test_acc"] == pytest.approx(stats["mean"])
+
+
+def test_a_diverged_seed_is_left_out_of_the_statistics_and_not_trained_again(
+        data_dir, tmp_path, monkeypatch):
+    train, diverging = loop.train, {1}
+
+    def train_with_diverging_seeds(config):
+        monkeypatch.setattr(loop, "lr_at", (lambda schedule, step: float("nan"))
+                            if config.seed in diverging else lr_at)
+        return train(config)
+
+    monkeypatch.setattr(loop, "train", train_with_diverging_seeds)
+    group = tmp_path / "group"
+    args = ["--model", "resnet20", "--dataset", "cifar10", "--data-dir", data_dir,
+            "--device", "cpu", "--epochs", "1", "--batch-size", "100", "--log-every", "1"]
+    result = train_cli(*args, "--seeds", "3", "--out", str(group))
+    assert "seed 1: training loss became nan" in result.output
+    assert "1 of 3 seeds diverged (1): not counted above" in result.output
+    summary = read_json(group / "summary.json")
+    assert summary["diverged"] == [1] and summary["test_acc"]["n"] == 2
+    assert set(summary["test_acc"]["values"]) == {"0", "2"}
+    rows = json.loads(CliRunner().invoke(main, ["runs", str(group), "--json"]).stdout)
+    assert rows[0]["state"] == "finished"
+
+    # Resumed before its summary was written, the group does not train seed 1 again.
+    (group / "summary.json").unlink()
+    marker = (group / "seed-1" / "diverged.json").stat().st_mtime_ns
+    result = train_cli("--resume", "--out", str(group))
+    assert "seed 1 (2/3): " in result.output and "(diverged before)" in result.output
+    assert (group / "seed-1" / "diverged.json").stat().st_mtime_ns == marker
+    assert read_json(group / "summary.json")["diverged"] == [1]
+
+    diverging.update({0, 1})
+    result = train_cli(*args, "--seeds", "0,1", "--out", str(tmp_path / "all"), exit_code=2)
+    assert "every seed of the group" in result.output
 
 
 def test_runs_shows_real_finished_stopped_and_diverged_runs(data_dir, tmp_path, monkeypatch):

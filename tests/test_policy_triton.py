@@ -22,8 +22,8 @@ triton = pytest.importorskip("triton")
 KIND_CASES = [("trivialaugment", SPACES["trivialaugment"].entry(op, level, negated))
               for op, level, negated in (
     ("ShearX", 30, True), ("Rotate", 20, False), ("Rotate", 17, True),
-    ("TranslateX", 22, False), ("TranslateY", 25, True), ("Brightness", 3, True), ("Color", 30, True),
-    ("Contrast", 12, False), ("Sharpness", 29, True), ("Posterize", 30, False),
+    ("TranslateX", 22, False), ("TranslateY", 25, True), ("Brightness", 3, True),
+    ("Color", 30, True), ("Contrast", 12, False), ("Sharpness", 29, True), ("Posterize", 30, False),
     ("Solarize", 9, False), ("AutoContrast", 0, False), ("Equalize", 0, False))] + [
     ("autoaugment", SPACES["autoaugment"].entry("Invert", 0)),
     ("autoaugment", SPACES["autoaugment"].entry("ShearY", 6, negated=True)),

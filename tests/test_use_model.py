@@ -1,7 +1,9 @@
 """fastcifar.load_model on a run directory written by an older fastcifar (config.json schema
 0, checkpoint format 1: tests/fixtures/run_v0), and the one-line refusals of eval, predict
 and export before any model runs."""
+import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -91,6 +93,32 @@ def test_outputs_into_missing_folders_are_refused_before_any_work(tmp_path):
     result = run_cli(["export", str(FIXTURE), "--format", "onnx", "--out",
                       str(tmp_path / "no" / "m.onnx")])
     assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("args", [["eval", "--json"], ["eval", "--plot"],
+                                  ["predict", "IMAGE", "--json"],
+                                  ["export", "--format", "safetensors", "--out"]])
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, args):
+    """/proc takes no new files, not even root's: the same as a read-only folder."""
+    image = tmp_path / "cat.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    command, *rest = [str(image) if a == "IMAGE" else a for a in args]
+    result = run_cli([command, str(FIXTURE), *rest, "/proc/fastcifar-out"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "/proc/fastcifar-out: cannot write there" in result.stderr
+
+
+def test_a_failed_write_after_the_work_is_one_line(tmp_path, monkeypatch):
+    from fastcifar.use import report
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(report, "atomic_write", disk_full)
+    result = run_cli(["eval", str(FIXTURE), "--json", str(tmp_path / "e.json")])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert f"cannot write {tmp_path / 'e.json'}: No space left on device" in result.stderr
 
 
 def test_export_never_replaces_a_file_without_force(tmp_path):

@@ -81,6 +81,25 @@ def test_eval_reproduces_the_runs_test_accuracy(trained):
     assert plain["recorded"]["run_settings"] == {"tta": 1}
 
 
+def test_a_checkpoint_saved_mid_epoch_is_named_so_and_claims_no_recorded_accuracy(
+        trained, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "stopped"
+    shutil.copytree(trained[0], run_dir)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    torch.save({**state, "epoch": 0, "batch": 4}, run_dir / "checkpoint.pt")
+    report = evaluate(EvalRequest(run_dir=str(run_dir), device="cpu"))
+    assert (report["checkpoint_epoch"], report["checkpoint_batch"]) == (0, 4)
+    assert report["recorded"]["test_acc"] is None
+    result = CliRunner().invoke(main, ["eval", str(run_dir), "--device", "cpu",
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "epoch 1 batch 4, saved mid-epoch" in result.output
+    assert "recorded no test accuracy for these weights" in result.output
+    assert "the run recorded test_acc" not in result.output
+
+
 def test_npy_pair_tables_match_independent_predictions(trained, pool, tmp_path):
     images, predicted = pool
     labels = np.random.default_rng(0).integers(0, 10, len(images))

@@ -1,8 +1,6 @@
 import click
 
 from fastcifar.datasets import DATASETS
-from fastcifar.prepare import PrepareConfig, parse_formats
-from fastcifar.prepare import prepare as run_prepare
 
 
 @click.command()
@@ -32,6 +30,10 @@ def prepare(dataset, source, data_dir, formats, force, no_checksum):
       fastcifar prepare --dataset cifar10 --source ~/Downloads/cifar-10-python.tar.gz
       fastcifar prepare --dataset cifar10 --source ./cifar-10-batches-py --data-dir /data
     """
+    # Imported here, not at the top, like every command body (numpy: slower --help).
+    from fastcifar.prepare import PrepareConfig, parse_formats
+    from fastcifar.prepare import prepare as run_prepare
+
     config = PrepareConfig(dataset=dataset, source=source, data_dir=data_dir,
                            formats=parse_formats(formats), force=force, checksum=not no_checksum)
     result = run_prepare(config, log=click.echo)

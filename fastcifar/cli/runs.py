@@ -28,8 +28,13 @@ def runs(dirs, as_json, plot_path):
     from fastcifar.experiments.runs import collect_runs
     from fastcifar.experiments.runs_plot import draw_runs, select_for_plot
     from fastcifar.experiments.runs_table import format_table
+    from fastcifar.use.plot import require_pyplot
+    from fastcifar.use.report import check_output_path
 
     dirs = dirs or ("runs",)
+    if plot_path:  # a missing extra or output folder: refused before the table
+        require_pyplot()
+        check_output_path(plot_path, "--plot")
     rows = collect_runs(dirs, warn=lambda line: click.echo(f"warning: {line}", err=True))
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -20,13 +20,15 @@ def _parse_seeds(ctx, param, value):
     try:
         if "," not in value:
             count = int(value)
-            if count < 1:
-                raise ValueError
-            return tuple(range(count))
-        seeds = tuple(int(s) for s in value.split(",") if s.strip())
+        else:
+            seeds = tuple(int(s) for s in value.split(","))  # "0,,1": int("") refuses it
     except ValueError:
         raise click.BadParameter("give a count (5: seeds 0..4) or seeds, e.g. 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+    if "," not in value:
+        if count < 1:
+            raise click.BadParameter(f"a count of seeds must be at least 1, got {count}")
+        return tuple(range(count))
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise click.BadParameter("give distinct non-negative seeds, e.g. 0,1,2")
     return seeds
 

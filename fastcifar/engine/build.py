@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 
 import numpy as np
@@ -96,6 +97,14 @@ def build_loaders(config, ctx):
     return train, test
 
 
+def buffer_sync_option(sync: bool) -> dict:
+    """DDP's keyword for syncing buffers before each forward: forward_sync_buffers from
+    torch 2.14 (which deprecates the old name), broadcast_buffers before it."""
+    names = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers" if "forward_sync_buffers" in names
+            else "broadcast_buffers": sync}
+
+
 def wrap_for_training(model: nn.Module, config, ctx, stream=None) -> nn.Module:
     """DDP when distributed, then torch.compile when asked; the raw model stays the one
     checkpoints, EMA and evaluation use.
@@ -110,11 +119,10 @@ def wrap_for_training(model: nn.Module, config, ctx, stream=None) -> nn.Module:
     if ctx.distributed:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-            # forward_sync_buffers is torch's new name for broadcast_buffers (which it
-            # deprecates); it still syncs buffers once at construction (harmless: they
-            # start equal, and a resumed rank restores its own afterwards).
+            # Buffers are still synced once at construction (harmless: they start
+            # equal, and a resumed rank restores its own afterwards).
             wrapped = DistributedDataParallel(model, device_ids=device_ids,
-                                              forward_sync_buffers=False)
+                                              **buffer_sync_option(False))
         if stream is not None:
             torch.cuda.current_stream().wait_stream(stream)
     if config.compile:

@@ -37,9 +37,20 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
         with atomic_write(path, "wb") as f:
             torch.save({"format": CHECKPOINT_FORMAT, "config_schema": CONFIG_SCHEMA_VERSION,
                         **state}, f)
-    except OSError as exc:
-        raise UserError(f"cannot write checkpoint {path}: {exc.strerror or exc} (the previous "
-                        "checkpoint, if any, is kept)") from None
+    except (OSError, RuntimeError) as exc:
+        # torch's zip writer turns a failed write (a full disk) into a RuntimeError
+        # ("unexpected pos"); the OSError it hit is its context.
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise UserError(f"cannot write checkpoint {path}: {cause.strerror or cause} (the "
+                        "previous checkpoint, if any, is kept)") from None
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__context__
+    return exc
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

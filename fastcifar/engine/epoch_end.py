@@ -6,6 +6,7 @@ Every process decides the same: the test accuracy it reads was all-reduced.
 """
 from __future__ import annotations
 
+from fastcifar.engine.run_dir import seed_group_of
 from fastcifar.engine.target import first_reaching, reached_target
 from fastcifar.engine.tensorboard import TensorBoardLog, open_command
 
@@ -17,7 +18,8 @@ class EpochEnd:
         self.tensorboard = None
         if config.tensorboard and is_main:
             self.tensorboard = TensorBoardLog(run_dir, schedule, history)
-            print(f"tensorboard: {open_command(run_dir)}", flush=True)
+            if seed_group_of(run_dir) is None:  # a group says it once, for all its seeds
+                print(f"tensorboard: {open_command(run_dir)}", flush=True)
 
     def should_stop(self, history: list[dict]) -> bool:
         """--stop-at-target and the latest epoch reached the target (also true right

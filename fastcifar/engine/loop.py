@@ -39,6 +39,7 @@ from fastcifar.engine.run_dir import (
     CONFIG_NAME,
     SUMMARY_NAME,
     claimed_run_dir,
+    seed_group_of,
     write_diverged_marker,
     write_json_atomic,
     write_metrics,
@@ -103,7 +104,9 @@ def run_process(ctx, config) -> dict | None:
 
 
 def resume_hint(config) -> str:
-    return f"resume with: fastcifar train --resume --out {shlex.quote(str(config.out))}"
+    """The command that continues this run; for a seed of a group, the whole group."""
+    target = seed_group_of(config.out) or config.out
+    return f"resume with: fastcifar train --resume --out {shlex.quote(str(target))}"
 
 
 class Trainer:
@@ -127,6 +130,11 @@ class Trainer:
         self.schedule = build_schedule(config, self.steps_per_epoch)
         # Fractional epochs (airbench's 9.9): the last epoch stops at the schedule's end.
         self.num_epochs = math.ceil(self.schedule.total_steps / self.steps_per_epoch)
+        # Built before the whitening init, as airbench builds its LookaheadState: the
+        # first update blends ~1e-6 of the stem's initial filters into the frozen ones.
+        self.lookahead = Lookahead(
+            self.model, total_steps=self.schedule.total_steps, decay=config.lookahead_decay,
+            every=config.lookahead_every) if config.lookahead else None
         # A checkpoint holds the initialised weights: a resumed run needs no data for them.
         self.init_seconds = 0.0 if config.resume else build.init_from_data(
             config, self.model, device)
@@ -134,9 +142,6 @@ class Trainer:
         self.buffers, self.optimizer, self.grad_scaler = build.build_step_state(
             config, self.model, device)
         self.ema = EMA(self.model, config.ema_decay, config.ema_every) if config.ema else None
-        self.lookahead = Lookahead(
-            self.model, total_steps=self.schedule.total_steps, decay=config.lookahead_decay,
-            every=config.lookahead_every) if config.lookahead else None
 
         # Position: completed epochs, batches of the next one, optimizer steps; where the
         # checkpoint on disk stands.

@@ -68,8 +68,8 @@ def options_from_saved(saved: TrainConfig, options: Mapping[str, Any]) -> dict:
         taken.pop("dtype")
     if "gpus" in options or "nproc" in options:
         taken.pop("world_size", None)
-    if _policy_given(options) not in (None, "randaugment"):
-        taken.pop("ra_n")  # RandAugment's knobs go with it
+    if (_policy_given(options) or saved.augment_policy) != "randaugment":
+        taken.pop("ra_n")  # RandAugment's knobs only go with it (else: as if given now)
         taken.pop("ra_m")
     return {**taken, **options}
 

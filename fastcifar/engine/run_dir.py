@@ -38,6 +38,12 @@ SEEDS_NAME = "seeds.json"
 RUN_FILES = (CONFIG_NAME, METRICS_NAME, CHECKPOINT_NAME, SUMMARY_NAME, DIVERGED_NAME)
 
 
+def seed_group_of(run_dir: str | os.PathLike) -> Path | None:
+    """The seed group (--seeds) a run directory belongs to, or None."""
+    parent = Path(run_dir).parent
+    return parent if (parent / SEEDS_NAME).exists() else None
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_write(path) as f:
         f.write(text)

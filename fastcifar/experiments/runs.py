@@ -45,7 +45,8 @@ def find_runs(dirs: Iterable[str]) -> list[tuple[str, Path]]:
     for given in dirs:
         root = Path(given)
         if not root.is_dir():
-            raise UserError(f"{given}: no such folder (give folders that hold runs)")
+            what = "is not a folder" if root.exists() else "no such folder"
+            raise UserError(f"{given}: {what} (give folders that hold runs)")
         for folder in _walk(root, MAX_DEPTH):
             name = folder.name if folder == root else str(folder.relative_to(root))
             found.setdefault(folder.resolve(), name)
@@ -151,11 +152,13 @@ def _group_state(folder: Path, seed_states: list[str]) -> str:
 
 
 def read_records(folder: Path) -> list[dict]:
+    path = folder / METRICS_NAME
     try:
-        text = (folder / METRICS_NAME).read_text()
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
 
 
 def _settings(name: str, folder: Path, kind: str, config: TrainConfig) -> dict:

@@ -1,8 +1,11 @@
 """`fastcifar runs --plot OUT.png`: test accuracy per epoch of the listed runs, one figure.
 
 A run is one line; a seed group is the mean over its seeds with a band from the lowest
-to the highest seed at each epoch. More than MAX_LINES lines are unreadable: only the
-most recently modified runs are drawn then, and the caller says so.
+to the highest seed at each epoch, up to the last epoch every seed reached; beyond it
+(seeds stopped at their target, or still running) each longer seed goes on as a thin
+dashed line, so that the mean never jumps when a seed drops out. More than MAX_LINES
+lines are unreadable: only the most recently modified runs are drawn then, and the
+caller says so.
 """
 from __future__ import annotations
 
@@ -29,9 +32,9 @@ def _curves(row: dict) -> list[list[float]]:
 
 
 def _band(curves: list[list[float]]) -> tuple[list[float], list[float], list[float]]:
-    """(mean, min, max) per epoch over the curves that reach that epoch."""
-    length = max(len(c) for c in curves)
-    columns = [[c[i] for c in curves if len(c) > i] for i in range(length)]
+    """(mean, min, max) per epoch over all curves, up to the shortest curve's end."""
+    length = min(len(c) for c in curves)
+    columns = [[c[i] for c in curves] for i in range(length)]
     return ([sum(col) / len(col) for col in columns], [min(col) for col in columns],
             [max(col) for col in columns])
 
@@ -65,6 +68,10 @@ def draw_runs(rows: list[dict], path: str) -> None:
                               markersize=3, label=_label(row))
             if len(curves) > 1:
                 ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+            for curve in curves:  # past the common epochs: the seeds that went on
+                if len(curve) > len(mean):
+                    ax.plot(range(len(mean), len(curve) + 1), curve[len(mean) - 1:],
+                            linestyle="--", linewidth=0.8, color=line.get_color())
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy")

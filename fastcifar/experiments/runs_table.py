@@ -38,11 +38,19 @@ def _to_target(row: dict) -> str:
     return f"{format_seconds(row['time_to_target_s'])} @{row['epoch_to_target']}"
 
 
+def _epochs(row: dict) -> str:
+    """done/planned; for a group, over all its seeds, with the epochs each seed plans."""
+    cell = f"{row['epochs_done']:g}/{row['epochs_planned']:g}"
+    if row["seeds"] is not None and row["seeds"]["total"]:
+        cell += f" ({row['epochs_planned'] / row['seeds']['total']:g}/seed)"
+    return cell
+
+
 def _cells(row: dict) -> tuple[str, ...]:
     seeds = row["seeds"]
     return (
         row["name"], row["model"], row["dataset"], row["recipe"],
-        f"{row['epochs_done']}/{row['epochs_planned']}",
+        _epochs(row),
         "-" if seeds is None else f"{seeds['finished']}/{seeds['total']}",
         _test_acc(row),
         "-" if row["images_per_sec"] is None else f"{row['images_per_sec']:,.0f}",

@@ -5,6 +5,11 @@
     RUNDIR/seed-<k>/     an ordinary run directory per seed (config.json says seed k)
     RUNDIR/summary.json  written last: mean, std, min, max, n and per-seed values of
                          test_acc (and of time_to_target_s, epoch_to_target with a target)
+                         over the seeds that finished, and the seeds that diverged
+
+A seed that diverges (its diverged.json) does not stop the group: the other seeds run,
+the statistics leave it out and say so, and --resume does not train it again (the same
+seed would diverge the same way). Only a group whose every seed diverged is an error.
 
 Seeds run one after another in this process; several at once on one GPU is not built.
 `fastcifar train --resume --out RUNDIR` skips the finished seeds, resumes those with a
@@ -15,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
 from fastcifar.engine import loop
@@ -25,6 +32,7 @@ from fastcifar.engine.resolve import resolve_config
 from fastcifar.engine.run_dir import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
+    DIVERGED_NAME,
     RUN_FILES,
     SEEDS_NAME,
     SUMMARY_NAME,
@@ -116,19 +124,42 @@ def _resumed_config(shared: TrainConfig, seed: int, run_dir: Path, given: dict) 
     return config
 
 
+def _diverged(group: Path, seed: int) -> bool:
+    return (seed_dir(group, seed) / DIVERGED_NAME).exists()
+
+
 def _run_group(group: Path, seeds: list[int], shared: TrainConfig, config_for) -> dict:
-    # Every unfinished seed's config first: a bad option fails before any training.
+    # Every unfinished seed's config first: a bad option fails before any training. A
+    # seed that diverged is an outcome (the same seed diverges again), not unfinished.
     todo = {seed: config_for(seed, seed_dir(group, seed)) for seed in seeds
-            if not (seed_dir(group, seed) / SUMMARY_NAME).exists()}
+            if not (seed_dir(group, seed) / SUMMARY_NAME).exists()
+            and not _diverged(group, seed)}
+    if shared.tensorboard:
+        # TensorBoard finds every seed's RUNDIR/seed-<k>/tb below the group: one run each.
+        print(f"tensorboard: tensorboard --logdir {shlex.quote(str(group))}", flush=True)
     for index, seed in enumerate(seeds, 1):
-        done = "" if seed in todo else " (finished before)"
+        done = "" if seed in todo else \
+            " (diverged before)" if _diverged(group, seed) else " (finished before)"
         print(f"seed {seed} ({index}/{len(seeds)}): {seed_dir(group, seed)}{done}", flush=True)
         if seed in todo:
-            loop.train(todo[seed])
+            try:
+                loop.train(todo[seed])
+            except UserError as exc:
+                if not _diverged(group, seed):
+                    raise
+                # The others still run: the group's statistics say how many diverged.
+                print(f"seed {seed}: {exc}", file=sys.stderr, flush=True)
+    diverged = [seed for seed in seeds if _diverged(group, seed)]
+    finished = [seed for seed in seeds if seed not in diverged]
+    if not finished:
+        raise UserError(f"every seed of the group {group} diverged (see "
+                        f"{seed_dir(group, seeds[0]) / DIVERGED_NAME}); try a lower --lr "
+                        "or a longer --warmup-epochs")
     summaries = {seed: json.loads((seed_dir(group, seed) / SUMMARY_NAME).read_text())
-                 for seed in seeds}
+                 for seed in finished}
     summary = {
         "seeds": list(seeds),
+        "diverged": diverged,
         "model": shared.model,
         "dataset": shared.dataset,
         "recipe": shared.recipe,
@@ -139,6 +170,9 @@ def _run_group(group: Path, seeds: list[int], shared: TrainConfig, config_for) -
     }
     write_json_atomic(group / SUMMARY_NAME, summary)
     print(format_line("test_acc", summary["test_acc"]), flush=True)
+    if diverged:
+        print(f"{len(diverged)} of {len(seeds)} seeds diverged ({', '.join(map(str, diverged))}"
+              f"): not counted above", flush=True)
     if shared.target_acc is not None:
         time = summary["time_to_target_s"]
         reached = f"{time['n']} of {len(seeds)} seeds reached test_acc {shared.target_acc:g}"

@@ -85,7 +85,8 @@ def evaluate(request: EvalRequest) -> dict:
     configure_backends(run.config, run.device)  # the run's kernel choices (cuDNN, TF32)
     report = {
         "run": str(run.run_dir), "model": run.config.model, "dataset": run.config.dataset,
-        "checkpoint_epoch": run.epoch, "weights": run.weights, "tta": settings.tta,
+        "checkpoint_epoch": run.epoch, "checkpoint_batch": run.batch,
+        "checkpoint": run.position, "weights": run.weights, "tta": settings.tta,
         "device": str(run.device), "dtype": settings.dtype, "batch_size": settings.batch_size,
     }
     if test_set["kind"] == "corruptions":

@@ -38,6 +38,7 @@ from fastcifar.use.exported import (
     require_safetensors,
 )
 from fastcifar.use.model import open_run
+from fastcifar.use.report import check_output_path, written
 
 RELATIVE_TOLERANCE = {"torchscript": 1e-5, "onnx": 1e-4, "safetensors": 0.0}
 TRACE_BATCH = 4
@@ -67,7 +68,7 @@ def export(request: ExportRequest) -> dict:
     write, read = FORMATS[request.format]
     data = write(model, export_metadata(run))
     rtol = RELATIVE_TOLERANCE[request.format]
-    with atomic_write(out, "wb") as f:  # takes the name `out` only once checked
+    with written(out), atomic_write(out, "wb") as f:  # takes the name `out` once checked
         f.write(data)
         f.flush()
         difference, scale = _largest_difference(read(Path(f.name)), model)
@@ -78,6 +79,7 @@ def export(request: ExportRequest) -> dict:
                 "written")
     return {"format": request.format, "path": str(out), "bytes": out.stat().st_size,
             "model": run.config.model, "weights": run.weights, "epoch": run.epoch,
+            "batch": run.batch,
             "check_batches": list(CHECK_BATCHES), "max_abs_difference": difference,
             "max_abs_logit": scale, "relative_tolerance": rtol}
 
@@ -87,12 +89,9 @@ def _output_path(request: ExportRequest) -> Path:
         raise UserError(f"unknown export format {request.format!r}; choose from: "
                         f"{', '.join(EXPORT_FORMATS)}")
     out = Path(request.out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name")
+    check_output_path(str(out), "--out")  # a folder, no such folder, not writable
     if out.exists() and not request.force:
         raise UserError(f"{out} exists; pass --force to replace it")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {out}: the folder {out.parent} does not exist")
     return out
 
 

@@ -58,6 +58,7 @@ def export_metadata(run) -> dict[str, str]:
         "std": json.dumps(list(run.std)),
         "weights": run.weights,
         "epoch": str(run.epoch),
+        "batch": str(run.batch),
         "input": INPUT,
     }
 

@@ -36,9 +36,10 @@ class TrainedRun:
     config: TrainConfig
     model: nn.Module
     class_names: list[str]
-    epoch: int  # epochs the checkpoint has seen
+    epoch: int  # epochs the checkpoint has seen whole
     weights: str  # "ema" or "model": which weights of the checkpoint were loaded
     history: list[dict]  # the run's metrics records up to this checkpoint
+    batch: int = 0  # batches of the next epoch (a run stopped mid-epoch), else 0
 
     @property
     def device(self) -> torch.device:
@@ -57,9 +58,17 @@ class TrainedRun:
         return get_dataset(self.config.dataset).std
 
     @property
+    def position(self) -> str:
+        """Where in the run the checkpoint was saved, in words."""
+        if not self.batch:
+            return f"epoch {self.epoch}"
+        return f"epoch {self.epoch + 1} batch {self.batch}, saved mid-epoch"
+
+    @property
     def recorded_test_acc(self) -> float | None:
-        """The test accuracy the run recorded after this checkpoint's epoch."""
-        return self.history[-1]["test_acc"] if self.history else None
+        """The test accuracy the run recorded for these weights: after this checkpoint's
+        epoch; None for a checkpoint saved mid-epoch (nothing was evaluated there)."""
+        return self.history[-1]["test_acc"] if self.history and not self.batch else None
 
 
 def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -101,7 +110,7 @@ def open_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     model.dataset = config.dataset
     return TrainedRun(run_dir=run_dir, config=config, model=model, class_names=class_names,
                       epoch=int(state["epoch"]), weights=weights,
-                      history=list(state.get("history", [])))
+                      history=list(state.get("history", [])), batch=int(state.get("batch", 0)))
 
 
 def read_run_config(run_dir: Path) -> TrainConfig:

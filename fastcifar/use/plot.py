@@ -9,6 +9,7 @@ import numpy as np
 
 from fastcifar.atomic import atomic_write
 from fastcifar.extras import require_module
+from fastcifar.use.report import written
 
 ANNOTATE_MAX_CLASSES = 10  # counts written in the cells up to this many classes
 
@@ -31,11 +32,11 @@ def plot_evaluation(report: dict, path) -> None:
     test_set = report["test_set"]
     where = ("prepared test split" if test_set["kind"] == "prepared"
              else f"{test_set['kind']} {test_set['path']}")
-    figure.suptitle(f"{report['model']} ({report['dataset']}, epoch "
-                    f"{report['checkpoint_epoch']}) on {where}: accuracy "
+    figure.suptitle(f"{report['model']} ({report['dataset']}, "
+                    f"{report['checkpoint']}) on {where}: accuracy "
                     f"{100 * metrics['accuracy']:.2f}%, TTA {report['tta']}")
     figure.tight_layout()
-    with atomic_write(path, "wb") as f:
+    with written(path), atomic_write(path, "wb") as f:
         figure.savefig(f, format="png", dpi=110)
     plt.close(figure)
 

@@ -1,11 +1,12 @@
 """What eval and predict show: plain-text tables for the terminal, JSON files."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
-from fastcifar.atomic import atomic_write
+from fastcifar.atomic import atomic_write, check_writable
 from fastcifar.errors import UserError
 from fastcifar.use.testsets import SEVERITIES
 
@@ -28,7 +29,7 @@ def format_eval(report: dict) -> str:
     where = (f"{report['dataset']} test split ({test_set['backend']} loader)"
              if test_set["kind"] == "prepared" else f"{test_set['kind']} {test_set['path']}")
     lines = [
-        f"{report['model']} ({report['run']}, epoch {report['checkpoint_epoch']}, "
+        f"{report['model']} ({report['run']}, {report['checkpoint']}, "
         f"{'EMA' if report['weights'] == 'ema' else 'model'} weights) on {where}: "
         f"{test_set['num_images']} images, TTA {report['tta']}, "
         f"{report['device']} {report['dtype']}",
@@ -42,6 +43,8 @@ def format_eval(report: dict) -> str:
                 else "the same TTA, dtype, loader and device")
         lines.append(f"the run recorded test_acc {_percent(recorded['test_acc'])} after epoch "
                      f"{recorded['epoch']}, with {same}")
+    elif recorded and report.get("checkpoint_batch"):
+        lines.append("the run recorded no test accuracy for these weights (saved mid-epoch)")
     if "corruptions" in report:
         lines += _corruption_table(report)
     lines += _per_class_table(metrics)
@@ -108,6 +111,19 @@ def check_output_path(path: str | None, flag: str) -> None:
         raise UserError(f"{flag} {path} is a folder; give a file name")
     if not target.parent.is_dir():
         raise UserError(f"{flag} {path}: the folder {target.parent} does not exist")
+    try:
+        check_writable(target)
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
+@contextlib.contextmanager
+def written(path):
+    """An OSError while writing `path` (a full disk) becomes one UserError line."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def write_json(path: str, data: dict) -> None:
@@ -116,5 +132,5 @@ def write_json(path: str, data: dict) -> None:
     if path == "-":
         sys.stdout.write(text)
         return
-    with atomic_write(path) as f:
+    with written(path), atomic_write(path) as f:
         f.write(text)

@@ -19,6 +19,7 @@ from torch import nn
 
 import fastcifar
 from fastcifar.bench.race_data import write_airbench_data
+from fastcifar.engine import loop
 from fastcifar.engine.build import build_augment
 from fastcifar.engine.evaluate import predict
 from fastcifar.engine.lookahead import Lookahead
@@ -206,6 +207,68 @@ def test_lr_momentum_wd_per_step_equal_airbenchs_over_a_whole_run(monkeypatch, t
         assert groups["whiten_bias"]["lr_scale"] == (1.0 if whiten_bias_trains else 0.0)
         assert groups["whiten_bias"]["weight_decay"] == groups["decay"]["weight_decay"]
         lookahead.maybe_update(step + 1)
+    assert [s for s, _ in lookahead_updates] == [s for s, _ in airbench_lookahead]
+    for (_, ours), (_, theirs) in zip(lookahead_updates, airbench_lookahead):
+        assert ours == pytest.approx(theirs, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_the_trainer_applies_airbenchs_lr_wd_and_lookahead_at_every_step(
+        monkeypatch, tmp_path, structured_images):
+    """The same comparison through fastcifar's own Trainer: what its SGD hands the fused
+    update kernel per group and step, and when its lookahead updates."""
+    images, labels = structured_images
+    write_airbench_data({"train": (images[:64], labels[:64]), "test": (images, labels)},
+                        tmp_path / "airbench")
+    batch_size = 16
+    steps, airbench_lookahead = record_airbench_run(monkeypatch, tmp_path / "airbench",
+                                                    batch_size)
+    monkeypatch.undo()
+
+    updates, lookahead_updates, trainer = [], [], []
+    fused_sgd = torch._fused_sgd_
+
+    def recording_sgd(params, *args, **kwargs):
+        updates.append((len(params), float(kwargs["lr"]), kwargs["weight_decay"],
+                        kwargs["momentum"], kwargs["nesterov"]))
+        return fused_sgd(params, *args, **kwargs)
+
+    update = Lookahead.update
+
+    def recording_update(self, decay):
+        lookahead_updates.append((trainer[0].step, decay))
+        return update(self, decay)
+
+    init = loop.Trainer.__init__
+
+    def keep_trainer(self, *args, **kwargs):
+        trainer.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_sgd_", recording_sgd)
+    monkeypatch.setattr(Lookahead, "update", recording_update)
+    monkeypatch.setattr(loop.Trainer, "__init__", keep_trainer)
+    data_dir = prepare_dataset(tmp_path / "ours", 64, 16, seed=3)
+    summary = loop.train(resolve_config({
+        "model": "airbench94", "dataset": "cifar10", "recipe": "airbench94",
+        "batch_size": batch_size, "device": "cpu", "data_dir": data_dir,
+        "out": str(tmp_path / "run"), "progress": False}))
+    monkeypatch.undo()
+
+    assert summary["steps"] == len(steps) == 40
+    groups = [g["name"] for g in trainer[0].optimizer.param_groups]
+    assert groups == ["whiten_bias", "bn", "decay"]
+    assert len(updates) == 3 * len(steps)
+    for step, ((bn, other), whiten_bias_trains) in enumerate(steps):
+        ours = dict(zip(groups, updates[3 * step:3 * step + 3]))
+        for (air_lr, air_wd, momentum, nesterov), name in ((bn, "bn"), (other, "decay")):
+            _, lr, wd, our_momentum, our_nesterov = ours[name]
+            # airbench sums the loss, fastcifar averages it (see recipes.py)
+            assert lr == pytest.approx(air_lr * batch_size, rel=1e-6), (step, name)
+            assert wd == pytest.approx(air_wd / batch_size, rel=1e-12)
+            assert (our_momentum, our_nesterov) == (momentum, nesterov)
+        whiten_lr = ours["whiten_bias"][1]
+        assert whiten_lr == (ours["decay"][1] if whiten_bias_trains else 0.0), step
     assert [s for s, _ in lookahead_updates] == [s for s, _ in airbench_lookahead]
     for (_, ours), (_, theirs) in zip(lookahead_updates, airbench_lookahead):
         assert ours == pytest.approx(theirs, rel=1e-6)

@@ -1,6 +1,6 @@
 """GPU checks of the multi-GPU and preemption paths (issue 11), one prepared script.
 
-    python benchmarks/gpu_checks.py --out DIR            # every check, ~3 min on one GPU
+    python benchmarks/gpu_checks.py --out DIR            # every check (never run yet)
     python benchmarks/gpu_checks.py --out DIR --only drop_path_replays
 
 fastcifar must be installed from this checkout (`pip install -e .`; gpu_suite.sh does it).
@@ -8,7 +8,12 @@ fastcifar must be installed from this checkout (`pip install -e .`; gpu_suite.sh
 Each check runs in its own process under a timeout (a hang in NCCL cannot block the
 others, and every process group is new), prints one line (PASS / FAIL / SKIP / INFO with
 its figures) and the whole is written to DIR/gpu_checks.json; the exit status is 1 when
-any check failed. benchmarks/gpu_suite.sh runs it as a stage.
+any check failed. benchmarks/gpu_suite.sh runs it as a stage (150 s by default): the
+checks run in the order below, most important first, and those left without time are
+SKIPs. The per-check timeouts add up to ~17 min, far above what a healthy run takes, but
+a device call has 10 min: on a short device budget run the skipped ones in a call of
+their own, e.g. `--only ddp_graph_fp32 ddp_graph_bf16_compile ddp_graph_fp32_compile
+buffer_sync_cost --budget-s 540`.
 
 Checks:
   ddp_graph_{fp32,bf16}[_compile]  a world-size-1 NCCL group, the DDP-wrapped step built

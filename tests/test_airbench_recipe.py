@@ -17,7 +17,7 @@ import fastcifar
 from fastcifar.augment import AugmentConfig
 from fastcifar.cli import main
 from fastcifar.engine import loop
-from fastcifar.engine.build import build_augment
+from fastcifar.engine.build import build_augment, init_from_data
 from fastcifar.engine.checkpoint import load_checkpoint
 from fastcifar.engine.config import TrainConfig
 from fastcifar.engine.evaluate import predict
@@ -327,6 +327,17 @@ def test_a_recipe_run_trains_whitens_freezes_and_resumes_exactly(airbench_data, 
                                          "progress": False}))
     assert resumed["param_checksums"] == whole["param_checksums"]
     assert resumed["init_seconds"] == 0.0  # the checkpoint held the whitened stem
+
+
+def test_whitening_from_the_loaders_resident_split_equals_reading_it(airbench_data, tmp_path):
+    config = airbench_config(tmp_path, data_dir=airbench_data)
+    from_disk = create_model("airbench94")
+    resident = copy.deepcopy(from_disk)
+    assert init_from_data(config, from_disk, torch.device("cpu")) > 0
+    images, _ = fastcifar.load("cifar10", "train", airbench_data)
+    init_from_data(config, resident, torch.device("cpu"), torch.from_numpy(images))
+    assert torch.equal(resident.whiten.weight, from_disk.whiten.weight)
+    assert not torch.equal(resident.whiten.weight, create_model("airbench94").whiten.weight)
 
 
 def test_build_augment_carries_the_recipes_translate_and_flip(tmp_path):

@@ -59,18 +59,25 @@ def build_augment(config):
     )
 
 
-def init_from_data(config, model: nn.Module, device: torch.device) -> float:
+def init_from_data(config, model: nn.Module, device: torch.device,
+                   resident: torch.Tensor | None = None) -> float:
     """Data-dependent initialisation: a whitening stem (airbench94's) takes its filters
     from the first WHITENING_IMAGES training images, normalised as the loader does, in
-    the split's official order (the same on every rank). Returns the seconds it took
-    (0 for a model without one); airbench counts this time as training time."""
+    the split's official order (the same on every rank). `resident`: the whole training
+    split already on `device` (the native loader's, uint8 NHWC), else read from disk.
+    Returns the seconds it took (0 for a model without one); airbench counts this time
+    as training time, from images already on the GPU, as `resident` gives them."""
     if not whitening_layers(model):
         return 0.0
     start = time.perf_counter()
-    # A loader reading the native shard has just checked its checksum (build_loaders).
-    checked = get_backend(config.backend).shard_format == "native"
-    images, _ = load(config.dataset, "train", config.data_dir, verify=not checked, mmap=True)
-    batch = torch.from_numpy(np.array(images[:WHITENING_IMAGES])).to(device)  # a copy: writable
+    if resident is not None:
+        batch = resident[:WHITENING_IMAGES]
+    else:
+        # A loader reading the native shard has just checked its checksum (build_loaders).
+        checked = get_backend(config.backend).shard_format == "native"
+        images, _ = load(config.dataset, "train", config.data_dir, verify=not checked,
+                         mmap=True)
+        batch = torch.from_numpy(np.array(images[:WHITENING_IMAGES])).to(device)  # writable
     lut = make_lut(AugmentConfig.none(config.dataset), device=device)
     normalised = lut[torch.arange(3, device=device), batch.long()].permute(0, 3, 1, 2)
     init_whitening(model, normalised)

@@ -52,6 +52,7 @@ from fastcifar.engine.summary import state_checksum, summarize
 from fastcifar.engine.target import target_summary
 from fastcifar.engine.workers import launch_local
 from fastcifar.errors import AgreedError, RunStopped, UserError
+from fastcifar.pipelines.native import NativeLoader
 
 
 class TrainingDiverged(AgreedError):
@@ -136,8 +137,10 @@ class Trainer:
             self.model, total_steps=self.schedule.total_steps, decay=config.lookahead_decay,
             every=config.lookahead_every) if config.lookahead else None
         # A checkpoint holds the initialised weights: a resumed run needs no data for them.
+        resident = self.train_loader.images if isinstance(
+            self.train_loader, NativeLoader) else None  # the split, on the device
         self.init_seconds = 0.0 if config.resume else build.init_from_data(
-            config, self.model, device)
+            config, self.model, device, resident)
 
         self.buffers, self.optimizer, self.grad_scaler = build.build_step_state(
             config, self.model, device)

@@ -174,7 +174,7 @@ def test_bad_target_options(options, message):
 
 
 def test_tensorboard_without_the_extra_names_it(monkeypatch):
-    monkeypatch.setattr("fastcifar.engine.resolve.has_module", lambda name: False)
+    monkeypatch.setattr("fastcifar.engine.validate.has_module", lambda name: False)
     with pytest.raises(UserError, match=r"pip install 'fastcifar\[tb\]'"):
         resolve(tensorboard=True)
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import fastcifar
@@ -184,3 +185,21 @@ def capture_graph(step) -> torch.cuda.CUDAGraph:
     with torch.cuda.graph(graph):
         step()
     return graph
+
+
+def ptx_for_sm90(source) -> str:
+    """The PTX of a Triton kernel source compiled for an H100/H200 (sm_90) on any machine
+    (ptxas ships with triton); the test is skipped where this triton build cannot."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    from fastcifar.augment.triton_gpu import LAUNCH_OPTIONS
+
+    try:
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                                  options=dict(LAUNCH_OPTIONS))
+    except RuntimeError as error:  # e.g. no ptxas in this triton build
+        if "ptxas" in str(error).lower():
+            pytest.skip(f"cannot compile for sm_90 here: {error}")
+        raise
+    return compiled.asm["ptx"]

@@ -15,7 +15,7 @@ from fastcifar.augment import (
     identity_params,
     sample_params,
 )
-from tests.helpers import capture_graph, triton_in_fresh_interpreter
+from tests.helpers import capture_graph, ptx_for_sm90, triton_in_fresh_interpreter
 
 triton = pytest.importorskip("triton")
 
@@ -99,10 +99,9 @@ _POINTER_TYPES = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16
 ])
 def test_compiles_for_sm90_without_fma(name, has_indices, dtype):
     """Full compile to a cubin for an H100/H200 on any machine (ptxas ships with triton)."""
-    from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from fastcifar.augment.triton_gpu import LAUNCH_OPTIONS, _kernel, kernel_constexprs
+    from fastcifar.augment.triton_gpu import _kernel, kernel_constexprs
 
     config = CONFIGS[name]
     constexprs = kernel_constexprs(config, has_indices)
@@ -115,14 +114,7 @@ def test_compiles_for_sm90_without_fma(name, has_indices, dtype):
         **{name: "constexpr" for name in constexprs},
     }
     source = ASTSource(_kernel(False), signature, constexprs=constexprs)
-    try:
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                                  options=dict(LAUNCH_OPTIONS))
-    except RuntimeError as error:  # e.g. no ptxas in this triton build
-        if "ptxas" in str(error).lower():
-            pytest.skip(f"cannot compile for sm_90 here: {error}")
-        raise
-    ptx = compiled.asm["ptx"]
+    ptx = ptx_for_sm90(source)
     assert "fma." not in ptx  # contraction off: GPU results round like the reference
     if dtype == torch.bfloat16:
         assert "cvt.rn.bf16.f32" in ptx  # round-to-nearest-even, as torch's .to()

@@ -14,6 +14,7 @@ from tests.helpers import (
     capture_graph,
     entry_per_sample,
     make_policy_images,
+    ptx_for_sm90,
     triton_in_fresh_interpreter,
 )
 
@@ -71,10 +72,9 @@ def test_triton_with_interpret_set_before_import():
 def test_triton_policy_kernel_compiles_for_sm90(mixing):
     """Full compile to a cubin for an H100/H200 on any machine (ptxas ships with triton):
     no FMA contraction, IEEE division, round-to-nearest conversions."""
-    from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from fastcifar.augment.triton_gpu import LAUNCH_OPTIONS, _kernel, kernel_constexprs
+    from fastcifar.augment.triton_gpu import _kernel, kernel_constexprs
 
     config = AugmentConfig.for_dataset("cifar10", augment_policy="trivialaugment",
                                        mixup_alpha=float(mixing), label_smoothing=0.1)
@@ -87,14 +87,7 @@ def test_triton_policy_kernel_compiles_for_sm90(mixing):
     signature = {**pointers, "keep": "fp32", "fill": "fp32", "num_classes": "i32",
                  "steps": "i32", **{name: "constexpr" for name in constexprs}}
     source = ASTSource(_kernel(False, policy=True), signature, constexprs=constexprs)
-    try:
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                                  options=dict(LAUNCH_OPTIONS))
-    except RuntimeError as error:  # e.g. no ptxas in this triton build
-        if "ptxas" in str(error).lower():
-            pytest.skip(f"cannot compile for sm_90 here: {error}")
-        raise
-    ptx = compiled.asm["ptx"]
+    ptx = ptx_for_sm90(source)
     assert "fma.rn.f32" not in ptx and "div.rn.f32" in ptx and "div.full" not in ptx
     assert "cvt.rn.bf16.f32" in ptx and "cvt.rn.f32.f64" in ptx
 

@@ -113,6 +113,17 @@ def make_policy_images(n, seed=0):
     return images, torch.randint(0, 10, (n,), generator=g)
 
 
+def policy_case(policy: str, extra: str, num_images: int, batch: int, seed: int):
+    """(config, images, labels, indices, params): a batch of `policy` with the EXTRAS
+    `extra`, drawn on the CPU (images from `seed`, the draws from `seed + 1`)."""
+    config = AugmentConfig.for_dataset("cifar10", augment_policy=policy,
+                                       **POLICY_OPTIONS[policy], **EXTRAS[extra])
+    images, labels = make_policy_images(num_images, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    indices = torch.randint(0, num_images, (batch,), generator=g)
+    return config, images, labels, indices, sample_params(config, batch, g, "cpu")
+
+
 def assert_same(got, expected):
     assert torch.equal(got[0], expected[0])
     assert got[1].dtype == expected[1].dtype and torch.equal(got[1], expected[1])
@@ -172,6 +183,14 @@ def triton_in_fresh_interpreter(config_source: str, batch_size: int, timeout: in
                             env=env, timeout=timeout)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout.strip()
+
+
+def redraw_into(params, config, generator) -> None:
+    """New draws for a captured graph: sampled, then copied into `params`' tensors (the
+    addresses the graph reads)."""
+    fresh = sample_params(config, params.batch_size, generator, params.device)
+    for name, tensor in vars(fresh).items():
+        getattr(params, name).copy_(tensor)
 
 
 def capture_graph(step) -> torch.cuda.CUDAGraph:

@@ -15,7 +15,7 @@ from fastcifar.augment import (
     identity_params,
     sample_params,
 )
-from tests.helpers import capture_graph, ptx_for_sm90, triton_in_fresh_interpreter
+from tests.helpers import capture_graph, ptx_for_sm90, redraw_into, triton_in_fresh_interpreter
 
 triton = pytest.importorskip("triton")
 
@@ -157,9 +157,7 @@ def test_cuda_graph_capture_replays_new_params():
     graph = capture_graph(step)
     g = torch.Generator(device="cuda").manual_seed(5)
     for _ in range(2):
-        fresh = sample_params(config, 128, g, "cuda")
-        for name, tensor in vars(fresh).items():
-            getattr(params, name).copy_(tensor)
+        redraw_into(params, config, g)
         indices.copy_(torch.randint(0, 1000, (128,), device="cuda", generator=g))
         graph.replay()
         expected = augment_reference(images, labels, params, config, indices=indices)

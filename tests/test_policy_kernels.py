@@ -13,6 +13,7 @@ from tests.helpers import (
     assert_same,
     entry_per_sample,
     make_policy_images,
+    policy_case,
 )
 
 # one torch thread: see tests/conftest.py one_thread
@@ -22,12 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("policy", list(SPACES))
 @pytest.mark.parametrize("extra", list(EXTRAS))
 def test_numba_equals_the_reference(policy, extra):
-    config = AugmentConfig.for_dataset("cifar10", augment_policy=policy,
-                                       **POLICY_OPTIONS[policy], **EXTRAS[extra])
-    images, labels = make_policy_images(300, seed=2)
-    g = torch.Generator().manual_seed(3)
-    indices = torch.randint(0, 300, (257,), generator=g)
-    params = sample_params(config, 257, g, "cpu")
+    config, images, labels, indices, params = policy_case(policy, extra, 300, 257, seed=2)
     before = images.clone()
     expected = augment_reference(images, labels, params, config, indices=indices)
     assert_same(augment(images, labels, params, config, indices=indices, impl="numba"),

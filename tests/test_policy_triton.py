@@ -9,12 +9,13 @@ from fastcifar.augment import AugmentConfig, augment, augment_reference, sample_
 from fastcifar.augment.policy_space import SPACES
 from tests.helpers import (
     EXTRAS,
-    POLICY_OPTIONS,
     assert_same,
     capture_graph,
     entry_per_sample,
     make_policy_images,
+    policy_case,
     ptx_for_sm90,
+    redraw_into,
     triton_in_fresh_interpreter,
 )
 
@@ -100,12 +101,7 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 @pytest.mark.parametrize("policy", list(SPACES))
 @pytest.mark.parametrize("extra", list(EXTRAS))
 def test_cuda_equals_the_reference(policy, extra):
-    config = AugmentConfig.for_dataset("cifar10", augment_policy=policy,
-                                       **POLICY_OPTIONS[policy], **EXTRAS[extra])
-    images, labels = make_policy_images(1000, seed=8)
-    g = torch.Generator().manual_seed(9)
-    indices = torch.randint(0, 1000, (513,), generator=g)
-    params = sample_params(config, 513, g, "cpu")
+    config, images, labels, indices, params = policy_case(policy, extra, 1000, 513, seed=8)
     expected = augment_reference(images, labels, params, config, indices=indices)
     got = augment(images.cuda(), labels.cuda(), params.to("cuda"), config,
                   indices=indices.cuda())  # auto: Triton
@@ -134,9 +130,7 @@ def test_cuda_graph_capture_replays_new_policy_draws():
 
     graph = capture_graph(step)
     for _ in range(2):
-        fresh = sample_params(config, 256, g, "cuda")
-        for name, tensor in vars(fresh).items():
-            getattr(params, name).copy_(tensor)
+        redraw_into(params, config, g)
         graph.replay()
         expected = augment_reference(images.cpu(), labels.cpu(), params.to("cpu"), config,
                                      indices=indices.cpu())

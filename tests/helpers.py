@@ -1,6 +1,7 @@
 """Helpers several test modules share (test modules never import each other)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import torch
 import fastcifar
 from fastcifar.augment import AugmentConfig, make_lut, sample_params
 from fastcifar.backends import BACKEND_NAMES, missing_extra
+from fastcifar.engine import loop
 from fastcifar.engine.resolve import resolve_config
 from fastcifar.prepare import PrepareConfig, prepare
 from tests.cifar_fixtures import make_cifar_archive
@@ -148,6 +150,30 @@ def cpu_run_config(data_dir, out, **options):
     base = dict(model="resnet20", dataset="cifar10", data_dir=data_dir, out=str(out),
                 device="cpu", progress=False)
     return resolve_config({**base, **options})
+
+
+class CrashAfterSave(Exception):
+    """A crash right after a checkpoint was written (crash_after_save)."""
+
+
+@contextlib.contextmanager
+def crash_after_save(when):
+    """Training inside the block dies right after the first checkpoint written by a
+    trainer for which `when(trainer)` is true, as a killed process would; the block
+    must end that way."""
+    save = loop.Trainer._save
+
+    def save_then_crash(self):
+        save(self)
+        if when(self):
+            raise CrashAfterSave()
+
+    loop.Trainer._save = save_then_crash
+    try:
+        with pytest.raises(CrashAfterSave):
+            yield
+    finally:
+        loop.Trainer._save = save
 
 
 def read_metrics(run_dir):

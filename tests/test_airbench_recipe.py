@@ -30,7 +30,7 @@ from fastcifar.errors import UserError
 from fastcifar.models import create_model
 from fastcifar.pipelines import create_loader
 from fastcifar.pipelines.base import epoch_batch_params, make_spec
-from tests.helpers import prepare_dataset
+from tests.helpers import crash_after_save, prepare_dataset
 
 # one torch thread: see tests/conftest.py one_thread
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -309,20 +309,8 @@ def test_a_recipe_run_trains_whitens_freezes_and_resumes_exactly(airbench_data, 
     for name, slow in state["lookahead"].items():
         assert torch.equal(slow, state["model"][name]), name
 
-    class Crash(Exception):
-        pass
-
-    save = loop.Trainer._save
-
-    def save_then_crash(self):
-        save(self)
-        if self.epoch == 4:
-            raise Crash()
-
-    monkeypatch.setattr(loop.Trainer, "_save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_save(lambda trainer: trainer.epoch == 4):
         loop.train(airbench_config(tmp_path / "split", **options))
-    monkeypatch.setattr(loop.Trainer, "_save", save)
     resumed = loop.train(resolve_config({"resume": True, "out": str(tmp_path / "split" / "run"),
                                          "progress": False}))
     assert resumed["param_checksums"] == whole["param_checksums"]

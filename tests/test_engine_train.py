@@ -14,7 +14,13 @@ from fastcifar.engine.migrate import CONFIG_SCHEMA_VERSION
 from fastcifar.engine.resolve import resolve_config
 from fastcifar.engine.run_dir import prepare_run_dir
 from fastcifar.errors import UserError
-from tests.helpers import cpu_run_config, prepare_dataset, read_metrics, without_timing
+from tests.helpers import (
+    cpu_run_config,
+    crash_after_save,
+    prepare_dataset,
+    read_metrics,
+    without_timing,
+)
 
 # one torch thread: see tests/conftest.py one_thread
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,7 +94,7 @@ def test_finished_run_is_not_overwritten_without_force(finished_run):
 
 
 @pytest.mark.slow
-def test_resume_matches_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+def test_resume_matches_an_uninterrupted_run(tiny_data, tmp_path):
     """Strong recipe pieces (warmup + cosine, mixup/cutmix soft targets, label smoothing,
     Nesterov, no decay on BN) plus EMA, TTA and drop-path (which draws from the global
     RNG, so the checkpoint's RNG state must come back too): every piece of state."""
@@ -96,20 +102,8 @@ def test_resume_matches_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
                    drop_path=0.2)
     whole = loop.train(cpu_run_config(tiny_data, tmp_path / "whole", **options))
 
-    class Crash(Exception):
-        pass
-
-    save = loop.Trainer._save
-
-    def save_then_crash(self):
-        save(self)
-        if self.epoch == 1:
-            raise Crash()
-
-    monkeypatch.setattr(loop.Trainer, "_save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_save(lambda trainer: trainer.epoch == 1):
         loop.train(cpu_run_config(tiny_data, tmp_path / "split", **options))
-    monkeypatch.setattr(loop.Trainer, "_save", save)
     assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1
     with pytest.raises(UserError, match="unfinished run.*--resume"):
         loop.train(cpu_run_config(tiny_data, tmp_path / "split", **options))

@@ -18,7 +18,7 @@ from fastcifar.engine.run_lock import is_running
 from fastcifar.engine.schedule import build_schedule, lr_at
 from fastcifar.experiments.launch import train_from_options
 from fastcifar.extras import has_module
-from tests.helpers import prepare_dataset, read_metrics, without_timing
+from tests.helpers import crash_after_save, prepare_dataset, read_metrics, without_timing
 
 # each test trains (seconds), on one torch thread (tests/conftest.py)
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -118,19 +118,13 @@ def test_a_seed_group_summarises_its_seeds_and_resumes_the_unfinished(data_dir, 
             "--device", "cpu", "--epochs", "2", "--batch-size", "100", "--seeds", "0,1,2",
             "--target-acc", "0.05", *TENSORBOARD, "--out", str(group)]
 
-    class Crash(Exception):
-        pass
+    live = []
 
-    save, live = loop.Trainer._save, []
+    def locked_then_last_checkpoint_of_seed_1(trainer):
+        live.append(is_running(trainer.run_dir) and is_running(group))
+        return trainer.config.seed == 1 and trainer.epoch == 2  # no summary yet
 
-    def save_then_crash(self):
-        save(self)
-        live.append(is_running(self.run_dir) and is_running(group))
-        if self.config.seed == 1 and self.epoch == 2:  # its last checkpoint, no summary
-            raise Crash()
-
-    monkeypatch.setattr(loop.Trainer, "_save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_save(locked_then_last_checkpoint_of_seed_1):
         CliRunner().invoke(main, ["train", *args, "--no-progress"], catch_exceptions=False)
     assert live and all(live)  # the run and its group are locked while training
     assert (group / "seed-0" / "summary.json").exists()
@@ -140,7 +134,6 @@ def test_a_seed_group_summarises_its_seeds_and_resumes_the_unfinished(data_dir, 
     rows = json.loads(CliRunner().invoke(main, ["runs", str(group), "--json"]).stdout)
     assert rows[0]["state"] == "stopped" and rows[0]["seeds"] == {"finished": 1, "total": 3}
 
-    monkeypatch.setattr(loop.Trainer, "_save", save)
     seed_0_metrics = (group / "seed-0" / "metrics.jsonl").stat().st_mtime_ns
     result = train_cli("--resume", "--out", str(group))
     assert "seed 0 (1/3)" in result.output and "finished before" in result.output
@@ -226,20 +219,9 @@ def test_runs_shows_real_finished_stopped_and_diverged_runs(data_dir, tmp_path, 
                   epochs=2, batch_size=100, progress=False, log_every=1)
     loop.train(resolve_config({**common, "out": str(runs / "finished")}))
 
-    class Crash(Exception):
-        pass
-
-    save = loop.Trainer._save
-
-    def save_then_crash(self):
-        save(self)
-        if self.epoch == 2:  # checkpoint of epoch 2 written, metrics.jsonl not yet
-            raise Crash()
-
-    monkeypatch.setattr(loop.Trainer, "_save", save_then_crash)
-    with pytest.raises(Crash):
+    # the checkpoint of epoch 2 written, metrics.jsonl not yet
+    with crash_after_save(lambda trainer: trainer.epoch == 2):
         loop.train(resolve_config({**common, "out": str(runs / "stopped")}))
-    monkeypatch.setattr(loop.Trainer, "_save", save)
     steps_per_epoch = 200 // 100
     monkeypatch.setattr(loop, "lr_at", lambda schedule, step: (
         float("nan") if step > steps_per_epoch else lr_at(schedule, step)))
